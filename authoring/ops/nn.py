@@ -1,0 +1,298 @@
+"""Neural-network primitives whose forward runs the shared `edge_runtime.kernels`: softmax,
+log_softmax, conv, conv_transpose, max/avg pooling, batch/layer/group norm, dropout.
+Attributes use ONNX names (strides, pads, dilations, group, kernel_shape), pads in ONNX order.
+
+Example:
+    >>> from modelkit.authoring.ops.registry import OPS, onnx_lowering
+    >>> onnx_lowering(OPS["conv"], 17).op_type, onnx_lowering(OPS["layer_norm"], 17).op_type
+    ('Conv', 'LayerNormalization')
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelkit.authoring.ops.registry import Attr, Onnx, primitive
+from modelkit.authoring.random import numpy_generator
+from modelkit.edge_runtime.kernels import conv as conv_kernels
+from modelkit.edge_runtime.kernels import norm as norm_kernels
+from modelkit.edge_runtime.kernels import pool as pool_kernels
+from modelkit.edge_runtime.kernels import softmax as softmax_kernels
+
+_CONV_ATTRS = {"strides": Attr("strides"), "pads": Attr("pads"), "dilations": Attr("dilations"),
+               "group": Attr("group")}
+
+
+# ---- softmax -------------------------------------------------------------------------------
+@primitive("softmax", onnx=Onnx("Softmax", {"axis": Attr("dim")}, since=13), saves_inputs=False,
+           saves_output=True)
+def _softmax(xp, x, dim):
+    return softmax_kernels.softmax(xp, x, axis=dim)[0]
+
+
+@_softmax.vjp
+def _softmax_vjp(c, g):
+    y = c.out
+    return (y * (g - (g * y).sum(axis=c.attrs["dim"], keepdims=True)),)
+
+
+@primitive("log_softmax", onnx=Onnx("LogSoftmax", {"axis": Attr("dim")}, since=13),
+           saves_inputs=False, saves_output=True)
+def _log_softmax(xp, x, dim):
+    return softmax_kernels.log_softmax(xp, x, axis=dim)[0]
+
+
+@_log_softmax.vjp
+def _log_softmax_vjp(c, g):
+    return (g - np.exp(c.out) * g.sum(axis=c.attrs["dim"], keepdims=True),)
+
+
+# ---- convolution ---------------------------------------------------------------------------
+@primitive("conv", onnx=Onnx("Conv", _CONV_ATTRS))
+def _conv(xp, x, weight, bias=None, *, strides, pads, dilations, group):
+    return conv_kernels.conv(xp, x, weight, bias, strides=strides, pads=pads,
+                             dilations=dilations, group=group)[0]
+
+
+@_conv.vjp
+def _conv_vjp(c, g):
+    x, weight, bias = c.arrays
+    geometry = {k: c.attrs[k] for k in ("strides", "pads", "dilations", "group")}
+    gx = gw = gb = None
+    if c.needs_input_grad[0]:
+        gx = conv_kernels.conv_input_grad(np, g, weight, x.shape, **geometry)
+    if c.needs_input_grad[1]:
+        gw = conv_kernels.conv_weight_grad(np, x, g, weight.shape, **geometry)
+    if bias is not None and c.needs_input_grad[2]:
+        gb = g.sum(axis=(0,) + tuple(range(2, g.ndim)))
+    return gx, gw, gb
+
+
+@primitive("conv_transpose", onnx=Onnx("ConvTranspose", {
+    **_CONV_ATTRS, "output_padding": Attr("output_padding")}))
+def _conv_transpose(xp, x, weight, bias=None, *, strides, pads, dilations, group,
+                    output_padding):
+    return conv_kernels.conv_transpose(xp, x, weight, bias, strides=strides, pads=pads,
+                                       dilations=dilations, group=group,
+                                       output_padding=output_padding)[0]
+
+
+@_conv_transpose.vjp
+def _conv_transpose_vjp(c, g):
+    # ConvTranspose is the adjoint of Conv with the same weight: its input gradient is a Conv
+    # of g, its weight gradient the Conv weight gradient with the roles of x and dy swapped
+    x, weight, bias = c.arrays
+    geometry = {k: c.attrs[k] for k in ("strides", "pads", "dilations", "group")}
+    gx = gw = gb = None
+    if c.needs_input_grad[0]:
+        gx = conv_kernels.conv(np, g, weight, **geometry)[0]
+    if c.needs_input_grad[1]:
+        gw = conv_kernels.conv_weight_grad(np, g, x, weight.shape, **geometry)
+    if bias is not None and c.needs_input_grad[2]:
+        gb = g.sum(axis=(0,) + tuple(range(2, g.ndim)))
+    return gx, gw, gb
+
+
+# ---- pooling -------------------------------------------------------------------------------
+_POOL_ATTRS = {"kernel_shape": Attr("kernel_shape"), "strides": Attr("strides"),
+               "pads": Attr("pads"), "ceil_mode": Attr("ceil_mode")}
+
+
+@primitive("max_pool", onnx=Onnx("MaxPool", {**_POOL_ATTRS, "dilations": Attr("dilations")}))
+def _max_pool(xp, x, *, kernel_shape, strides, pads, dilations, ceil_mode):
+    return pool_kernels.max_pool(xp, x, kernel_shape=kernel_shape, strides=strides, pads=pads,
+                                 dilations=dilations, ceil_mode=ceil_mode, n_outputs=1)[0]
+
+
+@_max_pool.vjp
+def _max_pool_vjp(c, g):
+    return (pool_kernels.max_pool_grad(np, g, c.arrays[0], **c.attrs),)
+
+
+@primitive("avg_pool", onnx=Onnx("AveragePool", {
+    **_POOL_ATTRS, "count_include_pad": Attr("count_include_pad")}), saves_inputs=False)
+def _avg_pool(xp, x, *, kernel_shape, strides, pads, ceil_mode, count_include_pad):
+    return pool_kernels.average_pool(xp, x, kernel_shape=kernel_shape, strides=strides,
+                                     pads=pads, ceil_mode=ceil_mode,
+                                     count_include_pad=count_include_pad)[0]
+
+
+@_avg_pool.vjp
+def _avg_pool_vjp(c, g):
+    return (pool_kernels.average_pool_grad(np, g, c.arrays[0].shape, **c.attrs),)
+
+
+def _bins(size, out):
+    """PyTorch's adaptive pooling windows: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+@primitive("adaptive_avg_pool2d", onnx=None, saves_inputs=False)
+def _adaptive_avg_pool2d(xp, x, output_size):
+    """Only for sizes that do not divide evenly (those lower to AveragePool / GlobalAveragePool)."""
+    rows, cols = _bins(x.shape[-2], output_size[0]), _bins(x.shape[-1], output_size[1])
+    out = xp.empty(x.shape[:-2] + tuple(output_size), dtype=x.dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            out[..., i, j] = x[..., r0:r1, c0:c1].mean(axis=(-2, -1))
+    return out
+
+
+@_adaptive_avg_pool2d.vjp
+def _adaptive_avg_pool2d_vjp(c, g):
+    x_shape, output_size = c.arrays[0].shape, c.attrs["output_size"]
+    gx = np.zeros(x_shape, dtype=g.dtype)
+    for i, (r0, r1) in enumerate(_bins(x_shape[-2], output_size[0])):
+        for j, (c0, c1) in enumerate(_bins(x_shape[-1], output_size[1])):
+            gx[..., r0:r1, c0:c1] += (g[..., i, j] / ((r1 - r0) * (c1 - c0)))[..., None, None]
+    return (gx,)
+
+
+# ---- normalization -------------------------------------------------------------------------
+def _channel_shape(x):
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def _affine_grads(c, g, x_hat, axes):
+    """Gradients of weight and bias (per channel / per normalized element)."""
+    gw = (g * x_hat).sum(axis=axes) if c.needs_input_grad[1] else None
+    gb = g.sum(axis=axes) if len(c.arrays) > 2 and c.arrays[2] is not None and \
+        c.needs_input_grad[2] else None
+    return gw, gb
+
+
+@primitive("batch_norm", onnx=Onnx("BatchNormalization", {"epsilon": Attr("eps")}))
+def _batch_norm(xp, x, weight, bias, running_mean, running_var, *, eps):
+    """Inference form: normalise with the running statistics."""
+    channels = x.shape[1]
+    ones, zeros = np.ones(channels, x.dtype), np.zeros(channels, x.dtype)
+    return norm_kernels.batch_normalization(
+        xp, x, ones if weight is None else weight, zeros if bias is None else bias,
+        running_mean, running_var, epsilon=eps)[0]
+
+
+@_batch_norm.vjp
+def _batch_norm_vjp(c, g):
+    x, weight, bias, mean, var = c.arrays
+    shape = _channel_shape(x)
+    inv_std = (1 / np.sqrt(var + c.attrs["eps"])).astype(x.dtype).reshape(shape)
+    axes = (0,) + tuple(range(2, x.ndim))
+    scale = inv_std if weight is None else inv_std * weight.reshape(shape)
+    gx = g * scale if c.needs_input_grad[0] else None
+    gw, gb = _affine_grads(c, g, (x - mean.reshape(shape)) * inv_std, axes) \
+        if weight is not None else (None, None)
+    if weight is None and bias is not None and c.needs_input_grad[2]:
+        gb = g.sum(axis=axes)
+    return gx, gw, gb, None, None
+
+
+@primitive("batch_norm_train", onnx=Onnx("BatchNormalization", {
+    "epsilon": Attr("eps"), "training_mode": 1}, since=14), n_outputs=3, stash=True)
+def _batch_norm_train(xp, x, weight, bias, *, eps):
+    """Training form: normalise with the batch statistics. Outputs (y, batch mean, biased
+    batch var) (the caller updates running statistics from them); stashes (x_hat, inv_std)."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = _channel_shape(x)
+    mean = x.mean(axis=axes, keepdims=True)
+    centered = x - mean
+    var = (centered * centered).mean(axis=axes, keepdims=True)
+    inv_std = 1 / xp.sqrt(var + eps)
+    x_hat = centered * inv_std
+    y = x_hat if weight is None else x_hat * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return (y, mean.reshape(-1), var.reshape(-1)), (x_hat, inv_std)
+
+
+@_batch_norm_train.vjp
+def _batch_norm_train_vjp(c, g, _g_mean, _g_var):
+    x, weight, bias = c.arrays
+    x_hat, inv_std = c.saved
+    axes = (0,) + tuple(range(2, x.ndim))
+    count = x.size // x.shape[1]
+    gx = None
+    if c.needs_input_grad[0]:
+        g_hat = g if weight is None else g * weight.reshape(_channel_shape(x))
+        gx = (inv_std / count) * (count * g_hat - g_hat.sum(axis=axes, keepdims=True)
+                                  - x_hat * (g_hat * x_hat).sum(axis=axes, keepdims=True))
+    gw, gb = _affine_grads(c, g, x_hat, axes) if weight is not None else (None, None)
+    if weight is None and bias is not None and c.needs_input_grad[2]:
+        gb = g.sum(axis=axes)
+    return gx, gw, gb
+
+
+@primitive("layer_norm", onnx=Onnx("LayerNormalization", {
+    "axis": Attr("axis"), "epsilon": Attr("eps")}, since=17), stash=True)
+def _layer_norm(xp, x, weight, bias, *, axis, eps):
+    scale = weight if weight is not None else xp.ones(x.shape[axis:], x.dtype)
+    y, mean, inv_std = norm_kernels.layer_normalization(xp, x, scale, bias, axis=axis,
+                                                         epsilon=eps)
+    return y, (mean, inv_std)
+
+
+@_layer_norm.vjp
+def _layer_norm_vjp(c, g):
+    x, weight, bias = c.arrays
+    mean, inv_std = c.saved
+    axis = c.attrs["axis"]
+    normalized = tuple(range(axis, x.ndim))
+    leading = tuple(range(axis))
+    x_hat = ((x - mean) * inv_std).astype(x.dtype)
+    inv_std = inv_std.astype(x.dtype)
+    gx = None
+    if c.needs_input_grad[0]:
+        g_hat = g if weight is None else g * weight
+        gx = inv_std * (g_hat - g_hat.mean(axis=normalized, keepdims=True)
+                        - x_hat * (g_hat * x_hat).mean(axis=normalized, keepdims=True))
+    gw = (g * x_hat).sum(axis=leading) if weight is not None and c.needs_input_grad[1] else None
+    gb = g.sum(axis=leading) if bias is not None and c.needs_input_grad[2] else None
+    return gx, gw, gb
+
+
+@primitive("group_norm", onnx=Onnx("GroupNormalization", {
+    "num_groups": Attr("num_groups"), "epsilon": Attr("eps")}, since=21), stash=True)
+def _group_norm(xp, x, weight, bias, *, num_groups, eps):
+    n = x.shape[0]
+    grouped = x.reshape(n, num_groups, -1)
+    mean = grouped.mean(axis=-1, keepdims=True)
+    centered = grouped - mean
+    inv_std = 1 / xp.sqrt((centered * centered).mean(axis=-1, keepdims=True) + eps)
+    x_hat = (centered * inv_std).reshape(x.shape)
+    shape = _channel_shape(x)
+    y = x_hat if weight is None else x_hat * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y, (x_hat, inv_std)
+
+
+@_group_norm.vjp
+def _group_norm_vjp(c, g):
+    x, weight, bias = c.arrays
+    x_hat, inv_std = c.saved
+    n, groups = x.shape[0], c.attrs["num_groups"]
+    axes = (0,) + tuple(range(2, x.ndim))
+    gx = None
+    if c.needs_input_grad[0]:
+        g_hat = (g if weight is None else g * weight.reshape(_channel_shape(x))).reshape(
+            n, groups, -1)
+        h = x_hat.reshape(n, groups, -1)
+        gx = (inv_std * (g_hat - g_hat.mean(axis=-1, keepdims=True)
+                         - h * (g_hat * h).mean(axis=-1, keepdims=True))).reshape(x.shape)
+    gw = (g * x_hat).sum(axis=axes) if weight is not None and c.needs_input_grad[1] else None
+    gb = g.sum(axis=axes) if bias is not None and c.needs_input_grad[2] else None
+    return gx, gw, gb
+
+
+# ---- dropout -------------------------------------------------------------------------------
+@primitive("dropout", onnx=Onnx("Dropout", inputs_from_attrs=("p",), since=12), stash=True,
+           saves_inputs=False)
+def _dropout(xp, x, *, p):
+    """Training-mode dropout; the keep-mask comes from the global generator (mk.manual_seed)."""
+    keep = numpy_generator().random(x.shape, dtype=np.float32) >= p
+    scale = keep * x.dtype.type(1 / (1 - p))
+    return x * scale, scale
+
+
+@_dropout.vjp
+def _dropout_vjp(c, g):
+    return (g * c.saved,)

@@ -1,0 +1,83 @@
+"""Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) and AdamW (decoupled weight decay,
+Loshchilov & Hutter, https://arxiv.org/abs/1711.05101), as `torch.optim.Adam` / `AdamW`.
+
+Example:
+    >>> import modelkit.authoring as mk
+    >>> w = mk.nn.Parameter(mk.tensor([1.0]))
+    >>> opt = Adam([w], lr=0.1)
+    >>> (w * 3).sum().backward(); opt.step()
+    >>> round(w.item(), 4)  # the first Adam step moves each weight by about lr
+    0.9
+"""
+
+from __future__ import annotations
+
+import math
+
+from modelkit.authoring.device import array_module
+from modelkit.authoring.optim.optimizer import Optimizer
+
+__all__ = ["Adam", "AdamW"]
+
+
+class Adam(Optimizer):
+    """Adam with L2 weight decay added to the gradient (`amsgrad` keeps the max second moment)."""
+
+    decoupled_weight_decay = False
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
+                 maximize: bool = False):
+        if lr < 0 or eps < 0 or weight_decay < 0:
+            raise ValueError(f"{type(self).__name__} expects lr, eps and weight_decay >= 0, "
+                             f"got lr={lr}, eps={eps}, weight_decay={weight_decay}")
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"{type(self).__name__} expects betas in [0, 1), got {betas}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize))
+
+    def update(self, param, grad, state, group):
+        xp = array_module(param)
+        lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+        if wd and self.decoupled_weight_decay:
+            param *= 1 - lr * wd
+        elif wd:
+            grad = grad + wd * param
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(param)
+            state["exp_avg_sq"] = xp.zeros_like(param)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = xp.zeros_like(param)
+        state["step"] += 1
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg *= beta1
+        exp_avg += (1 - beta1) * grad
+        exp_avg_sq *= beta2
+        exp_avg_sq += (1 - beta2) * grad * grad
+        second = exp_avg_sq
+        if group["amsgrad"]:
+            xp.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+            second = state["max_exp_avg_sq"]
+        bias1 = 1 - beta1 ** state["step"]
+        bias2_sqrt = math.sqrt(1 - beta2 ** state["step"])
+        denom = xp.sqrt(second) / bias2_sqrt + group["eps"]
+        param -= (lr / bias1) * exp_avg / denom
+
+
+class AdamW(Adam):
+    """Adam whose weight decay shrinks the weights directly (`p *= 1 - lr * wd`) instead of
+    entering the gradient moments. Default weight_decay 0.01, as in PyTorch.
+
+    Example:
+        >>> AdamW.__mro__[1].__name__
+        'Adam'
+    """
+
+    decoupled_weight_decay = True
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 maximize: bool = False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)

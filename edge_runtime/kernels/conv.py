@@ -1,0 +1,432 @@
+"""Conv and ConvTranspose (any spatial rank), and the gradients of Conv for training.
+
+Convolution is im2col + one GEMM per call: the padded input is gathered tap by tap into a
+column array of shape (N, C*K, OUT) (K kernel taps, OUT output positions), and the weight,
+viewed as (M, C*K), multiplies it into (N, M, OUT), which already is the NC* output layout.
+Groups become one batched matmul; 1x1 convolutions skip im2col; depthwise convolutions
+(one input channel per group) are a sum over taps of shifted slices times per-channel weights.
+ConvTranspose and the input gradient of Conv are the same computation: a GEMM with the
+transposed weight followed by col2im (scatter-adding each tap's slice back into place).
+
+Example:
+    >>> import numpy as np
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 3, 3), dtype=np.float32)
+    >>> conv(np, x, w, pads=[1, 1, 1, 1])[0][0, 0, 0]
+    array([10., 18., 24., 18.], dtype=float32)
+"""
+
+from __future__ import annotations
+
+from modelkit.edge_runtime.errors import KernelError
+from modelkit.edge_runtime.kernels.registry import kernel
+from modelkit.edge_runtime.kernels.spatial import (
+    Window, crop_spatial, pad_spatial, size_of, strided_windows, tap_slices, taps, window,
+)
+
+
+def _check_shapes(op, x, w, group, channels_axis):
+    if x.ndim < 3 or x.ndim != w.ndim:
+        raise KernelError(f"{op}: input X of shape {x.shape} and weight W of shape {w.shape} "
+                          "must both have rank >= 3 and the same rank")
+    if group < 1 or x.shape[1] % group:
+        raise KernelError(f"{op}: input channels {x.shape[1]} are not divisible by group {group}")
+    expected = x.shape[1] // group if channels_axis == 1 else x.shape[1]
+    if w.shape[channels_axis] != expected:
+        raise KernelError(f"{op}: weight W of shape {w.shape} expects {w.shape[channels_axis]} "
+                          f"input channels in dim {channels_axis}, input X of shape {x.shape} "
+                          f"with group {group} gives {expected}")
+
+
+def _im2col(xp, x, win: Window):
+    """Columns of shape (N, C, K, OUT): column [n, c, t, o] is input c read by tap t at o."""
+    n, c = x.shape[:2]
+    windows = strided_windows(xp, pad_spatial(xp, x, win), win)
+    return xp.ascontiguousarray(windows).reshape(n, c, size_of(win.kernel), size_of(win.out))
+
+
+def _col2im(xp, cols, win: Window, extent, offset=None):
+    """Scatter-add columns (N, C, K, *out) into a zero array of spatial `extent`."""
+    n, c = cols.shape[:2]
+    image = xp.zeros((n, c) + tuple(extent), dtype=cols.dtype)
+    for i, tap in enumerate(taps(win)):
+        image[(slice(None), slice(None)) + tap_slices(win, tap, offset)] += cols[:, :, i]
+    return image
+
+
+def _is_pointwise(win: Window) -> bool:
+    return all(k == 1 for k in win.kernel) and not any(win.begin) and not any(win.end)
+
+
+_CACHE_BYTES = 1 << 18
+
+
+def _depthwise(xp, x, w, win: Window):
+    """Conv with one input channel per group: sum over taps of slice * per-channel weight.
+
+    Runs over a few samples at a time so that the accumulator stays in cache.
+    """
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    padded = pad_spatial(xp, x, win)
+    if m != c:
+        padded = xp.repeat(padded, m // c, axis=1)
+    taps_w = w.reshape(m, -1).astype(x.dtype, copy=False)
+    weight_shape = (m,) + (1,) * len(win.out)
+    slices = [tap_slices(win, tap) for tap in taps(win)]
+    y = xp.empty((n, m) + win.out, dtype=x.dtype)
+    chunk = max(1, _CACHE_BYTES // max(1, m * size_of(win.out) * y.itemsize))
+    tmp = xp.empty((min(chunk, n), m) + win.out, dtype=x.dtype)
+    for start in range(0, n, chunk):
+        block = slice(start, start + chunk)
+        out, scratch = y[block], tmp[:y[block].shape[0]]
+        for i, spatial in enumerate(slices):
+            sliced = padded[(block, slice(None)) + spatial]
+            weight = taps_w[:, i].reshape(weight_shape)
+            if i == 0:
+                xp.multiply(sliced, weight, out=out)
+            else:
+                xp.multiply(sliced, weight, out=scratch)
+                out += scratch
+    return y
+
+
+_IM2COL_BYTES = 1 << 22
+
+
+def _columns_times_weight(xp, x, w, win: Window, group):
+    """(N, M, OUT) = weight (M, C/g*K) per group times the columns of x.
+
+    The columns are built a few samples at a time (about 4 MiB) and the GEMM writes straight
+    into its slice of the output, so the columns are still in cache when the GEMM reads them.
+    """
+    n, c = x.shape[:2]
+    m, out = w.shape[0], size_of(win.out)
+    weight = w.reshape(group, m // group, -1)
+    if _is_pointwise(win):
+        strided = x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in win.strides)]
+        return xp.matmul(weight, strided.reshape(n, group, c // group, out)).reshape(n, m, out)
+    padded = pad_spatial(xp, x, win)
+    per_sample = c * size_of(win.kernel) * out * x.itemsize
+    chunk = max(1, _IM2COL_BYTES // max(1, per_sample))
+    y = xp.empty((n, m, out), dtype=xp.result_type(x, w))
+    for start in range(0, n, chunk):
+        windows = strided_windows(xp, padded[start:start + chunk], win)
+        cols = xp.ascontiguousarray(windows).reshape(windows.shape[0], group, -1, out)
+        xp.matmul(weight, cols, out=y[start:start + chunk].reshape(-1, group, m // group, out))
+    return y
+
+
+@kernel("Conv")
+def conv(xp, x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+         pads=None, strides=None):
+    """ONNX Conv: x (N, C, *in) with w (M, C/group, *k) and optional bias b (M,).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.ones((1, 2, 3, 3), np.float32); w = np.ones((4, 2, 1, 1), np.float32)
+        >>> conv(np, x, w, np.arange(4, dtype=np.float32))[0][0, :, 0, 0]
+        array([2., 3., 4., 5.], dtype=float32)
+    """
+    _check_shapes("Conv", x, w, group, 1)
+    win = window(x.shape[2:], kernel_shape or w.shape[2:], strides=strides, dilations=dilations,
+                 pads=pads, auto_pad=auto_pad, op="Conv")
+    n, m = x.shape[0], w.shape[0]
+    dtype = x.dtype
+    if dtype == xp.float16:
+        # NOTE: float16 sums of many products lose digits; accumulate in float32 like
+        # onnxruntime does, round once at the end
+        x, w = x.astype(xp.float32), w.astype(xp.float32)
+    if group > 1 and w.shape[1] == 1 and not _is_pointwise(win):
+        y = _depthwise(xp, x, w, win)
+    else:
+        y = _columns_times_weight(xp, x, w, win, group).reshape((n, m) + win.out)
+    if b is not None:
+        y += b.reshape((m,) + (1,) * len(win.out))
+    return (y.astype(dtype, copy=False),)
+
+
+def _transposed_columns(xp, dy, w, group):
+    """Columns (N, C, K, OUT) = per group W^T times dy: the adjoint of the Conv GEMM.
+
+    `w` has the Conv layout (M, C/g, *k) and dy is (N, M, *out).
+    """
+    n, m = dy.shape[:2]
+    cg, k = w.shape[1], size_of(w.shape[2:])
+    out = size_of(dy.shape[2:])
+    wt = w.reshape(group, m // group, cg * k).transpose(0, 2, 1)
+    grouped = dy.reshape(n, group, m // group, out)
+    if m // group == 1:
+        # NOTE: a contraction over one channel is a broadcast product; matmul would run
+        # N*group tiny GEMMs
+        cols = wt * grouped
+    else:
+        cols = xp.matmul(wt, grouped)
+    return cols.reshape(n, group * cg, k, out)
+
+
+def conv_input_grad(xp, dy, w, x_shape, *, strides=None, pads=None, dilations=None, group=1):
+    """Gradient of `conv` with respect to x, given dy = dL/dy and the weight.
+
+    Example:
+        >>> import numpy as np
+        >>> dy = np.ones((1, 1, 2, 2), np.float32); w = np.ones((1, 1, 2, 2), np.float32)
+        >>> conv_input_grad(np, dy, w, (1, 1, 3, 3))[0, 0]
+        array([[1., 2., 1.],
+               [2., 4., 2.],
+               [1., 2., 1.]], dtype=float32)
+    """
+    in_shape = tuple(x_shape[2:])
+    win = window(in_shape, w.shape[2:], strides=strides, dilations=dilations, pads=pads,
+                 op="Conv")
+    cols = _transposed_columns(xp, dy, w, group).reshape(
+        (dy.shape[0], x_shape[1], size_of(win.kernel)) + win.out)
+    image = _col2im(xp, cols, win, win.padded)
+    return xp.ascontiguousarray(crop_spatial(image, win, in_shape))
+
+
+def conv_weight_grad(xp, x, dy, w_shape, *, strides=None, pads=None, dilations=None, group=1):
+    """Gradient of `conv` with respect to the weight (shape `w_shape`), given x and dy.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.ones((1, 1, 3, 3), np.float32); dy = np.ones((1, 1, 2, 2), np.float32)
+        >>> conv_weight_grad(np, x, dy, (1, 1, 2, 2))[0, 0]
+        array([[4., 4.],
+               [4., 4.]], dtype=float32)
+    """
+    n, c = x.shape[:2]
+    m = w_shape[0]
+    win = window(x.shape[2:], w_shape[2:], strides=strides, dilations=dilations, pads=pads,
+                 op="Conv")
+    if _is_pointwise(win):
+        strided = x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in win.strides)]
+        cols = strided.reshape(n, c, 1, size_of(win.out))
+    else:
+        cols = _im2col(xp, x, win)
+    out = cols.shape[-1]
+    grouped_cols = cols.reshape(n, group, -1, out)
+    grouped_dy = dy.reshape(n, group, m // group, out)
+    if group == 1:
+        dw = xp.tensordot(grouped_dy[:, 0], grouped_cols[:, 0], axes=([0, 2], [0, 2]))
+    else:
+        dw = xp.einsum("ngmo,ngko->gmk", grouped_dy, grouped_cols)
+    return dw.reshape(w_shape)
+
+
+def _transpose_geometry(x, w, auto_pad, dilations, kernel_shape, output_padding,
+                        output_shape, pads, strides):
+    """(window, output spatial shape, offset, extent) of a ConvTranspose.
+
+    `window` is the Conv whose adjoint this is, seen over a scratch buffer of spatial size
+    `extent` in which input position i and kernel tap t land at offset + i*stride + t*dilation;
+    the output is the buffer from window.begin on. Follows the ONNX spec: output_shape, when
+    given, decides the pads (SAME_UPPER puts the odd pad at the end, anything else at the start).
+    """
+    in_shape = x.shape[2:]
+    rank = len(in_shape)
+    kernel = tuple(kernel_shape or w.shape[2:])
+    strides = tuple(strides or (1,) * rank)
+    dilations = tuple(dilations or (1,) * rank)
+    output_padding = tuple(output_padding or (0,) * rank)
+    span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    natural = [s * (n - 1) + p + k for s, n, p, k in zip(strides, in_shape, output_padding, span)]
+    if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        out = list(output_shape)[-rank:] if output_shape is not None else [
+            n * s for n, s in zip(in_shape, strides)]
+        if pads and auto_pad == "NOTSET":
+            begin = list(pads[:rank])
+        else:
+            total = [nat - o for nat, o in zip(natural, out)]
+            begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+    else:
+        pads = [0] * (2 * rank) if auto_pad == "VALID" or not pads else list(pads)
+        begin = pads[:rank]
+        out = [nat - b - e for nat, b, e in zip(natural, begin, pads[rank:])]
+    # The windows start at -begin in output coordinates; a buffer from min(0, -begin) keeps
+    # every index non-negative (negative begins come from output_shape larger than natural).
+    offset = tuple(max(0, -b) for b in begin)
+    start = tuple(max(0, b) for b in begin)
+    extent = tuple(max(o + s * (n - 1) + sp, st + size)
+                   for o, s, n, sp, st, size in zip(offset, strides, in_shape, span, start, out))
+    win = Window(kernel, strides, dilations, start, (0,) * rank, tuple(in_shape), tuple(span),
+                 extent)
+    return win, tuple(out), offset, extent
+
+
+@kernel("ConvTranspose")
+def conv_transpose(xp, x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
+                   kernel_shape=None, output_padding=None, output_shape=None, pads=None,
+                   strides=None):
+    """ONNX ConvTranspose: x (N, C, *in) with w (C, M/group, *k) and optional bias b (M,).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.ones((1, 1, 2, 2), np.float32); w = np.ones((1, 1, 2, 2), np.float32)
+        >>> conv_transpose(np, x, w)[0][0, 0]
+        array([[1., 2., 1.],
+               [2., 4., 2.],
+               [1., 2., 1.]], dtype=float32)
+    """
+    _check_shapes("ConvTranspose", x, w, group, 0)
+    win, out, offset, extent = _transpose_geometry(
+        x, w, auto_pad, dilations, kernel_shape, output_padding, output_shape, pads,
+        strides)
+    n, c = x.shape[:2]
+    m = w.shape[1] * group
+    # ConvTranspose is the adjoint of a Conv whose weight is w viewed as (C, M/g, *k)
+    cols = _transposed_columns(xp, x, w, group).reshape((n, m, size_of(win.kernel)) + win.out)
+    image = _col2im(xp, cols, win, extent, offset)
+    y = image[(slice(None), slice(None)) + tuple(slice(s, s + o) for s, o in zip(win.begin, out))]
+    y = xp.ascontiguousarray(y)
+    if b is not None:
+        y += b.reshape((m,) + (1,) * len(out))
+    return (y,)
+
+
+def _centered(xp, q, zero_point):
+    """Quantized values minus their zero point (per output channel if 1-D), as float64.
+
+    float64 holds every int8/uint8 dot product of realistic length exactly and runs on BLAS.
+    """
+    values = q.astype(xp.float64)
+    if zero_point is not None:
+        zp = zero_point.astype(xp.float64)
+        values -= zp.reshape((-1,) + (1,) * (q.ndim - 1)) if zp.ndim == 1 and zp.size > 1 else zp
+    return values
+
+
+@kernel("ConvInteger", since=10)
+def conv_integer(xp, x, w, x_zero_point=None, w_zero_point=None, *, auto_pad="NOTSET",
+                 dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
+    """ONNX ConvInteger: Conv of (x - x_zero_point) and (w - w_zero_point), in int32.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.full((1, 1, 2, 2), 3, np.uint8); w = np.ones((1, 1, 2, 2), np.uint8)
+        >>> conv_integer(np, x, w, np.array(1, np.uint8))[0]
+        array([[[[8]]]], dtype=int32)
+    """
+    y = conv(xp, _centered(xp, x, x_zero_point), _centered(xp, w, w_zero_point),
+             auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape,
+             pads=pads, strides=strides)[0]
+    return (xp.rint(y).astype(xp.int32),)
+
+
+@kernel("QLinearConv", since=10)
+def qlinear_conv(xp, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point,
+                 b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+                 pads=None, strides=None):
+    """ONNX QLinearConv: the int32 convolution (plus int32 bias), requantized to y's scale and
+    zero point (w_scale and w_zero_point may be per output channel).
+
+    Example:
+        >>> import numpy as np
+        >>> q = np.full((1, 1, 2, 2), 2, np.uint8); s = np.array(0.5, np.float32)
+        >>> z = np.array(0, np.uint8)
+        >>> qlinear_conv(np, q, s, z, q, s, z, s, z)[0]
+        array([[[[8]]]], dtype=uint8)
+    """
+    acc = conv(xp, _centered(xp, x, x_zero_point), _centered(xp, w, w_zero_point),
+               auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape,
+               pads=pads, strides=strides)[0]
+    channel_shape = (-1,) + (1,) * (x.ndim - 2)
+    if b is not None:
+        acc += b.astype(xp.float64).reshape(channel_shape)
+    w_scale = w_scale.astype(xp.float64)
+    if w_scale.ndim == 1 and w_scale.size > 1:
+        w_scale = w_scale.reshape(channel_shape)
+    scale = x_scale.astype(xp.float64) * w_scale / y_scale.astype(xp.float64)
+    y = xp.rint(acc * scale) + y_zero_point.astype(xp.float64)
+    info = xp.iinfo(y_zero_point.dtype)
+    return (xp.clip(y, info.min, info.max).astype(y_zero_point.dtype),)
+
+
+@kernel("CausalConvWithState", since=27)
+def causal_conv_with_state(xp, x, w, b=None, past_state=None, *, activation="none"):
+    """ONNX CausalConvWithState: a depthwise causal 1-D conv over (past_state ++ x), with an
+    optional SiLU; returns (y, present_state), the last kernel-1 steps for the next call.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[[1., 2., 3.]]], np.float32); w = np.ones((1, 1, 2), np.float32)
+        >>> y, state = causal_conv_with_state(np, x, w)
+        >>> y, state
+        (array([[[1., 3., 5.]]], dtype=float32), array([[[3.]]], dtype=float32))
+    """
+    if activation not in ("none", "silu", "swish"):
+        raise KernelError(f"CausalConvWithState: activation must be none, silu or swish, got "
+                          f"{activation!r}")
+    n, c, _ = x.shape
+    history = w.shape[2] - 1
+    if past_state is None:
+        past_state = xp.zeros((n, c, history), dtype=x.dtype)
+    padded = xp.concatenate([past_state, x], axis=2)
+    y = conv(xp, padded, w, b, group=c)[0]
+    if activation != "none":
+        wide = y.astype(xp.float32, copy=False)
+        y = (wide * (0.5 * (xp.tanh(0.5 * wide) + 1))).astype(x.dtype, copy=False)
+    return y, xp.ascontiguousarray(padded[:, :, padded.shape[2] - history:])
+
+
+def _bilinear_columns(xp, x, positions, groups):
+    """Bilinear samples of x (N, C, H, W) at float positions (h, w), each (N, G, P), zero
+    outside the image (GridSample with align_corners=1, zeros padding): (N, C, P)."""
+    n, c, height, width = x.shape
+    h, w = positions
+    h0, w0 = xp.floor(h), xp.floor(w)
+    planes = x.reshape(n, groups, c // groups, height * width)
+    columns = 0
+    for corner_h, corner_w in ((h0, w0), (h0, w0 + 1), (h0 + 1, w0), (h0 + 1, w0 + 1)):
+        weight = (1 - xp.abs(h - corner_h)) * (1 - xp.abs(w - corner_w))
+        inside = (corner_h >= 0) & (corner_h < height) & (corner_w >= 0) & (corner_w < width)
+        index = (xp.clip(corner_h, 0, height - 1) * width + xp.clip(corner_w, 0, width - 1))
+        samples = xp.take_along_axis(planes, index.astype(xp.int64)[:, :, None, :], axis=3)
+        columns = columns + samples * xp.where(inside, weight, 0).astype(x.dtype)[:, :, None, :]
+    return columns.reshape(n, c, -1)
+
+
+@kernel("DeformConv", since=19)
+def deform_conv(xp, x, w, offset, b=None, mask=None, *, dilations=None, group=1,
+                kernel_shape=None, offset_group=1, pads=None, strides=None):
+    """ONNX DeformConv (2-D): Conv whose kernel taps read x at learned fractional offsets
+    (bilinear, zero outside), optionally scaled by a modulation `mask`.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3)
+        >>> w = np.ones((1, 1, 1, 1), np.float32)
+        >>> offset = np.full((1, 2, 3, 3), 0.5, np.float32)   # shift every tap by half a pixel
+        >>> deform_conv(np, x, w, offset)[0][0, 0, 0]
+        array([2.  , 3.  , 1.75], dtype=float32)
+    """
+    _check_shapes("DeformConv", x, w, group, 1)
+    if x.ndim != 4:
+        raise KernelError(f"DeformConv: only 2-D images are supported, got input of shape "
+                          f"{x.shape}")
+    win = window(x.shape[2:], kernel_shape or w.shape[2:], strides=strides, dilations=dilations,
+                 pads=pads, op="DeformConv")
+    n, c = x.shape[:2]
+    (kh, kw), (oh, ow) = win.kernel, win.out
+    expected = (n, offset_group * kh * kw * 2, oh, ow)
+    if tuple(offset.shape) != expected:
+        raise KernelError(f"DeformConv: offset has shape {tuple(offset.shape)}, expected "
+                          f"{expected}")
+    offset = offset.reshape(n, offset_group, kh, kw, 2, oh, ow).astype(x.dtype, copy=False)
+    tap_h = xp.arange(kh).reshape(kh, 1, 1, 1) * win.dilations[0]
+    tap_w = xp.arange(kw).reshape(1, kw, 1, 1) * win.dilations[1]
+    out_h = xp.arange(oh).reshape(1, 1, oh, 1) * win.strides[0] - win.begin[0]
+    out_w = xp.arange(ow).reshape(1, 1, 1, ow) * win.strides[1] - win.begin[1]
+    h = (tap_h + out_h + offset[:, :, :, :, 0]).reshape(n, offset_group, -1)
+    wpos = (tap_w + out_w + offset[:, :, :, :, 1]).reshape(n, offset_group, -1)
+    cols = _bilinear_columns(xp, x, (h, wpos), offset_group)
+    if mask is not None:
+        per_group = c // offset_group
+        cols = (cols.reshape(n, offset_group, per_group, -1)
+                * mask.reshape(n, offset_group, 1, -1).astype(x.dtype)).reshape(n, c, -1)
+    m = w.shape[0]
+    grouped = cols.reshape(n, group, -1, oh * ow)
+    y = xp.matmul(w.reshape(group, m // group, -1), grouped).reshape(n, m, oh, ow)
+    if b is not None:
+        y += b.reshape(m, 1, 1)
+    return (y.astype(x.dtype, copy=False),)
