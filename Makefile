@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) samples/mlp_digits/train.py --epochs 20
+	$(PY) samples/cnn_digits/train.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS) tests
