@@ -12,3 +12,9 @@ def cli():
 
     Example: modelkit --version
     """
+
+
+from modelkit.cli.serve_cmd import serve  # noqa: E402  (commands register after the group)
+
+cli.add_command(serve)
+
