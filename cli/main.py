@@ -3,6 +3,16 @@
 import click
 
 from modelkit.cli import __version__
+from modelkit.cli.bench_cmd import bench
+from modelkit.cli.check_cmd import check
+from modelkit.cli.convert_cmd import convert
+from modelkit.cli.demo_cmd import demo
+from modelkit.cli.export_cmd import export
+from modelkit.cli.inspect_cmd import inspect
+from modelkit.cli.run_cmd import run
+from modelkit.cli.serve_cmd import serve
+
+COMMANDS = [demo, export, convert, check, run, inspect, bench, serve]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,7 +24,5 @@ def cli():
     """
 
 
-from modelkit.cli.serve_cmd import serve  # noqa: E402  (commands register after the group)
-
-cli.add_command(serve)
-
+for command in COMMANDS:
+    cli.add_command(command)

@@ -18,6 +18,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 from modelkit.edge_runtime import format as model_format
+from modelkit.edge_runtime.dequantize import dequantize_weights
 from modelkit.edge_runtime.errors import (EdgeRuntimeError, InvalidInputError, ModelFormatError,
                                           UnsupportedOpError)
 from modelkit.edge_runtime.format.model import Model
@@ -76,7 +77,7 @@ class Session:
     """
 
     def __init__(self, model: Model, device: str = "cpu", *, profile: bool = False):
-        self.model = model
+        self.model = model = dequantize_weights(model)  # int8/float16 weights -> float32, once
         self.device = device
         self.xp = _array_module(device)
         problems = structural_problems(model)

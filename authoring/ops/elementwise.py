@@ -526,3 +526,58 @@ def masked_fill(input, mask, value):  # noqa: A002
                         f"{mask.dtype}")
     fill = value if isinstance(value, Tensor) else scalar_tensor(value, input.array.dtype)
     return apply(OPS["where"], mask, cast(fill, input.array.dtype), input)
+
+
+# ---- ONNX lowerings that need more than one node (`g`: the exporter's emitter) ---------------
+@OPS["remainder"].lowering
+def _remainder_onnx(g, a, b):
+    if g.dtype(a).kind in "iu":
+        return g.op("Mod", a, b, fmod=0)  # integer Mod takes the divisor's sign, as Python's %
+    return g.op("Sub", a, g.op("Mul", g.op("Floor", g.op("Div", a, b)), b))
+
+
+@OPS["floor_divide"].lowering
+def _floor_divide_onnx(g, a, b):
+    if g.dtype(a).kind in "iu":  # ONNX integer Div truncates: subtract the floor remainder first
+        return g.op("Div", g.op("Sub", a, g.op("Mod", a, b, fmod=0)), b)
+    return g.op("Floor", g.op("Div", a, b))
+
+
+@OPS["ne"].lowering
+def _ne_onnx(g, a, b):
+    return g.op("Not", g.op("Equal", a, b))
+
+
+@OPS["log1p"].lowering
+def _log1p_onnx(g, x):
+    # NOTE: log(1 + x) loses relative precision for |x| below float eps (ONNX has no Log1p)
+    return g.op("Log", g.op("Add", x, g.const(1, g.dtype(x))))
+
+
+@OPS["isfinite"].lowering
+def _isfinite_onnx(g, x):
+    return g.op("Not", g.op("Or", g.op("IsInf", x), g.op("IsNaN", x)))
+
+
+@OPS["gelu"].lowering
+def _gelu_onnx(g, x, approximate="none"):
+    if g.spec is not None:
+        return g.emit_spec()
+    dtype = g.dtype(x)
+    if approximate == "tanh":
+        cube = g.op("Mul", g.op("Mul", g.op("Mul", x, x), x), g.const(0.044715, dtype))
+        inner = g.op("Mul", g.op("Add", x, cube), g.const(_SQRT_2_OVER_PI, dtype))
+        gate = g.op("Add", g.op("Tanh", inner), g.const(1, dtype))
+    else:
+        gate = g.op("Add", g.op("Erf", g.op("Mul", x, g.const(_INV_SQRT_2, dtype))),
+                    g.const(1, dtype))
+    return g.op("Mul", g.op("Mul", x, gate), g.const(0.5, dtype))
+
+
+@OPS["softplus"].lowering
+def _softplus_onnx(g, x, beta=1.0, threshold=20.0):
+    # ONNX Softplus has no beta; above the threshold log1p(exp(bx))/b equals x in float32 anyway
+    if beta == 1.0:
+        return g.op("Softplus", x)
+    scale = g.const(beta, g.dtype(x))
+    return g.op("Div", g.op("Softplus", g.op("Mul", x, scale)), scale)

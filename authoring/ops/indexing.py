@@ -273,3 +273,109 @@ def nonzero(input, *, as_tuple=False):  # noqa: A002
     if as_tuple:
         return tuple(getitem(result, (slice(None), i)) for i in range(input.array.ndim))
     return result
+
+
+# ---- ONNX lowerings (`g`: the exporter's emitter) -------------------------------------------
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _full_key(g, key, rank):
+    """`key` with Ellipsis expanded and trailing full slices, one entry per input dim + Nones."""
+    if any(isinstance(k, np.ndarray) and k.dtype == np.bool_ for k in key):
+        g.fail("indexing with a Python bool (x[True]) cannot be exported")
+    consumed = sum(1 for k in key if k is not None and k is not Ellipsis)
+    full = []
+    for k in key:
+        full.extend([slice(None)] * (rank - consumed) if k is Ellipsis else [k])
+    used = sum(1 for k in full if k is not None)
+    return full + [slice(None)] * (rank - used)
+
+
+@_index.lowering
+def _index_onnx(g, x, key):
+    """Slice for the slices, then Gather (one int or index array), GatherND (several index
+    arrays, numpy's placement of the result dims), Unsqueeze for the Nones."""
+    shape = g.shape(x)
+    key = _full_key(g, key, len(shape))
+    probe_key = _full_key(g, g.probe_attrs.get("key", key), len(shape))
+    slices, points, arrays, nones, axis = [], [], [], [], 0
+    for k, probe in zip(key, probe_key):
+        if k is None:
+            nones.append(axis - len(points) + len(nones))
+            continue
+        if isinstance(k, slice):
+            if k != slice(None):
+                slices.append((axis, k, probe))
+        elif isinstance(k, numbers.Integral):
+            points.append((axis, g.sized(k, probe) if k >= 0 else k))
+        else:
+            arrays.append((axis, k))
+        axis += 1
+    y = x
+    if slices:
+        starts = [g.sized(s.start or 0, p.start or 0) for _, s, p in slices]
+        ends = [_INT64_MAX if s.stop is None else g.sized(s.stop, p.stop) for _, s, p in slices]
+        y = g.op("Slice", y, g.ints(starts), g.ints(ends), g.ints([a for a, _, _ in slices]),
+                 g.ints([s.step or 1 for _, s, _ in slices]))
+    if arrays:
+        if nones or not all(isinstance(v, numbers.Integral) for _, v in points):
+            g.fail("indexing that mixes index arrays with None or with a dynamic-size int "
+                   "cannot be exported")
+        return _advanced_index(g, y, shape, arrays + [(a, np.array(v)) for a, v in points])
+    for axis, point in sorted(points, key=lambda p: -p[0]):
+        index = g.const(np.array(point, np.int64)) if isinstance(point, numbers.Integral) else \
+            g.op("Squeeze", point)
+        y = g.op("Gather", y, index, axis=axis)
+    if nones:
+        y = g.op("Unsqueeze", y, g.ints(nones)) if g.opset >= 13 else \
+            g.op("Unsqueeze", y, axes=nones)
+    return y
+
+
+def _advanced_index(g, y, shape, arrays):
+    arrays = sorted(arrays, key=lambda p: p[0])
+    if len(arrays) == 1:
+        axis, index = arrays[0]
+        traced = g.traced(index)
+        return g.op("Gather", y, traced if traced is not None else
+                    g.const((index % shape[axis]).astype(np.int64)), axis=axis)
+    if any(g.traced(index) is not None for _, index in arrays):
+        g.fail("indexing with several index tensors computed in forward cannot be exported; "
+               "use index_select or gather")
+    axes = [a for a, _ in arrays]
+    indices = np.stack(np.broadcast_arrays(*[index % shape[a] for a, index in arrays]), -1)
+    others = [d for d in range(len(shape)) if d not in axes]
+    if axes + others != list(range(len(shape))):
+        y = g.op("Transpose", y, perm=axes + others)
+    y = g.op("GatherND", y, g.const(indices.astype(np.int64)))
+    # numpy puts the index dims where the (adjacent) indexed axes were, else first
+    first, n_index = axes[0], indices.ndim - 1
+    if axes == list(range(first, first + len(axes))) and first > 0:
+        perm = list(range(n_index, n_index + first)) + list(range(n_index)) + \
+            list(range(n_index + first, n_index + len(others)))
+        y = g.op("Transpose", y, perm=perm)
+    return y
+
+
+@_index_put.lowering
+def _index_put_onnx(g, x, values, key):
+    if g.is_dynamic(x):
+        g.fail("x[key] = value on a tensor with a dynamic axis cannot be exported; build the "
+               "result with torch-style ops (cat, where, masked_fill) instead")
+    shape = g.shape(x)
+    # flat positions of the assigned elements (at least 1-D: ScatterND wants a batch of them)
+    positions = np.atleast_1d(np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)[key])
+    indices = np.stack(np.unravel_index(positions, shape), axis=-1).astype(np.int64)
+    updates = g.op("Expand", values, g.ints(positions.shape))
+    return g.op("ScatterND", x, g.const(indices), updates)
+
+
+@_one_hot.lowering
+def _one_hot_onnx(g, indices, num_classes):
+    return g.op("OneHot", indices, g.const(np.array(num_classes, np.int64)),
+                g.const(np.array([0, 1], np.int64)), axis=-1)
+
+
+@_nonzero.lowering
+def _nonzero_onnx(g, x):
+    return g.op("Transpose", g.op("NonZero", x), perm=[1, 0])  # ONNX gives (ndim, N)

@@ -124,3 +124,12 @@ def linear(input, weight, bias=None):  # noqa: A002
         raise ShapeError(f"linear: bias must have shape ({weight.array.shape[0]},), got "
                          f"{tuple(bias.shape)}")
     return apply(OPS["linear"], input, weight, bias)
+
+
+@OPS["linear"].lowering
+def _linear_onnx(g, x, weight, bias=None):
+    """One Gemm for 2-D input; MatMul (+ Add) with the transposed weight otherwise."""
+    if len(g.shape(x)) == 2:
+        return g.emit_spec()
+    y = g.op("MatMul", x, g.op("Transpose", weight, perm=[1, 0]))
+    return y if bias is None else g.op("Add", y, bias)

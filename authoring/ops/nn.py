@@ -18,6 +18,11 @@ from modelkit.edge_runtime.kernels import conv as conv_kernels
 from modelkit.edge_runtime.kernels import norm as norm_kernels
 from modelkit.edge_runtime.kernels import pool as pool_kernels
 from modelkit.edge_runtime.kernels import softmax as softmax_kernels
+from modelkit.edge_runtime.plan import tune_allocator
+
+# A training step allocates the same multi-MB activations and gradients every iteration; keep
+# them in the heap for reuse instead of page-faulting fresh mappings (see tune_allocator).
+tune_allocator()
 
 _CONV_ATTRS = {"strides": Attr("strides"), "pads": Attr("pads"), "dilations": Attr("dilations"),
                "group": Attr("group")}
@@ -296,3 +301,71 @@ def _dropout(xp, x, *, p):
 @_dropout.vjp
 def _dropout_vjp(c, g):
     return (g * c.saved,)
+
+
+# ---- ONNX lowerings (`g`: the exporter's emitter) -------------------------------------------
+@_adaptive_avg_pool2d.lowering
+def _adaptive_avg_pool2d_onnx(g, x, output_size):
+    """Uneven bins are rectangles, so the pooling is separable: two MatMuls with averaging
+    matrices, rows (out_h, H) @ x @ cols (W, out_w)."""
+    height, width = g.shape(x)[-2:]
+    dtype = g.dtype(x)
+
+    def averaging(size, out):
+        matrix = np.zeros((out, size), dtype)
+        for i, (start, stop) in enumerate(_bins(size, out)):
+            matrix[i, start:stop] = 1 / (stop - start)
+        return matrix
+
+    pooled = g.op("MatMul", x, g.const(averaging(width, output_size[1]).T.copy()))
+    return g.op("MatMul", g.const(averaging(height, output_size[0])), pooled)
+
+
+@_batch_norm.lowering
+def _batch_norm_onnx(g, x, weight, bias, running_mean, running_var, *, eps):
+    channels, dtype = g.shape(x)[1], g.dtype(x)
+    weight = weight if weight is not None else g.const(np.ones(channels, dtype))
+    bias = bias if bias is not None else g.const(np.zeros(channels, dtype))
+    return g.op("BatchNormalization", x, weight, bias, running_mean, running_var, epsilon=eps)
+
+
+@_layer_norm.lowering
+def _layer_norm_onnx(g, x, weight, bias, *, axis, eps):
+    if g.spec is None:  # before opset 17: mean and variance over the trailing dims
+        return _layer_norm_decomposed(g, x, weight, bias, axis, eps)
+    if weight is None:  # LayerNormalization's Scale is required
+        weight = g.const(np.ones(g.shape(x)[axis:], g.dtype(x)))
+    return g.op("LayerNormalization", x, weight, bias, axis=axis, epsilon=eps)
+
+
+def _layer_norm_decomposed(g, x, weight, bias, axis, eps):
+    axes = list(range(axis, len(g.shape(x))))
+    mean = g.op("ReduceMean", x, axes=axes, keepdims=1)
+    centered = g.op("Sub", x, mean)
+    var = g.op("ReduceMean", g.op("Mul", centered, centered), axes=axes, keepdims=1)
+    y = g.op("Div", centered, g.op("Sqrt", g.op("Add", var, g.const(eps, g.dtype(x)))))
+    y = y if weight is None else g.op("Mul", y, weight)
+    return y if bias is None else g.op("Add", y, bias)
+
+
+@_group_norm.lowering
+def _group_norm_onnx(g, x, weight, bias, *, num_groups, eps):
+    if g.spec is not None:
+        return g.emit_spec()
+    dtype, rank = g.dtype(x), len(g.shape(x))
+    # statistics per (sample, group): reshape to (N, G, -1); 0 copies the (maybe dynamic) N
+    grouped = g.op("Reshape", x, g.ints([0, num_groups, -1]))
+    reduce_axes = {"axes": [2]} if g.opset < 18 else {}
+    axes_input = (g.ints([2]),) if g.opset >= 18 else ()
+    mean = g.op("ReduceMean", grouped, *axes_input, keepdims=1, **reduce_axes)
+    centered = g.op("Sub", grouped, mean)
+    var = g.op("ReduceMean", g.op("Mul", centered, centered), *axes_input, keepdims=1,
+               **reduce_axes)
+    normalized = g.op("Div", centered, g.op("Sqrt", g.op("Add", var, g.const(eps, dtype))))
+    y = g.op("Reshape", normalized, g.op("Shape", x))
+    channel_shape = g.ints([-1] + [1] * (rank - 2))
+    if weight is not None:
+        y = g.op("Mul", y, g.op("Reshape", weight, channel_shape))
+    if bias is not None:
+        y = g.op("Add", y, g.op("Reshape", bias, channel_shape))
+    return y

@@ -342,3 +342,36 @@ def any(input, dim=None, keepdim=False):  # noqa: A001, A002
         tensor(True)
     """
     return _reduce("any", input, dim, keepdim)
+
+
+# ---- ONNX lowerings (`g`: the exporter's emitter) -------------------------------------------
+def _bool_reduce_onnx(reduce_op):
+    def lower(g, x, dim, keepdim):
+        # ONNX has no ReduceAll/ReduceAny: min/max over 0/1 integers, then back to bool
+        flags = g.op("Cast", g.op("Cast", x, to=g.onnx_dtype(np.bool_)),
+                     to=g.onnx_dtype(np.int32))
+        axes = None if dim is None else g.ints(dim)
+        if g.opset >= 18:
+            reduced = g.op(reduce_op, flags, axes, keepdims=int(keepdim))
+        else:
+            reduced = g.op(reduce_op, flags, axes=None if dim is None else list(dim),
+                           keepdims=int(keepdim))
+        return g.op("Cast", reduced, to=g.onnx_dtype(np.bool_))
+    return lower
+
+
+OPS["all"].lowering(_bool_reduce_onnx("ReduceMin"))
+OPS["any"].lowering(_bool_reduce_onnx("ReduceMax"))
+
+
+def _arg_extreme_onnx(g, x, dim, keepdim):
+    if dim is not None:
+        return g.emit_spec()
+    # over the flattened tensor, then shaped as numpy/PyTorch give it (0-d, or all-ones dims)
+    flat = g.op("Reshape", x, g.ints([-1]))
+    index = g.op(g.spec.op_type, flat, axis=0, keepdims=1)
+    return g.op("Reshape", index, g.ints([1] * len(g.shape(x)) if keepdim else []))
+
+
+OPS["argmax"].lowering(_arg_extreme_onnx)
+OPS["argmin"].lowering(_arg_extreme_onnx)

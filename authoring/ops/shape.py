@@ -509,3 +509,13 @@ def is_tensor(obj) -> bool:
         (True, False)
     """
     return isinstance(obj, Tensor)
+
+
+# ---- ONNX lowerings (`g`: the exporter's emitter) -------------------------------------------
+@OPS["repeat"].lowering
+def _repeat_onnx(g, x, repeats):
+    extra = len(repeats) - len(g.shape(x))
+    if extra:  # Tile needs one repeat per dim: add the leading dims first
+        x = g.op("Unsqueeze", x, g.ints(range(extra))) if g.opset >= 13 else \
+            g.op("Unsqueeze", x, axes=list(range(extra)))
+    return g.op("Tile", x, g.attr_ints("repeats"))

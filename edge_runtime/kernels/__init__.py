@@ -18,6 +18,7 @@ from modelkit.edge_runtime.kernels import (  # noqa: F401  (imported to register
     softmax,
     rnn,
     resize,
+    ml,
 )
 from modelkit.edge_runtime.kernels.registry import kernel, lookup, register, registered_ops
 

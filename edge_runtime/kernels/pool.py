@@ -45,7 +45,7 @@ def _separable(xp, padded, win: Window, combine):
     instead of prod(kernel).
     """
     result = padded
-    for dim in reversed(range(len(win.kernel))):
+    for dim in range(len(win.kernel)):
         axis = 2 + dim
         stride, dilation, size = win.strides[dim], win.dilations[dim], win.out[dim]
         slices = []
@@ -59,6 +59,54 @@ def _separable(xp, padded, win: Window, combine):
             combine(acc, sliced, out=acc)
         result = acc
     return result
+
+
+def _max_along(xp, x, axis, win: Window, dim):
+    """Max over the window taps of spatial dim `dim` (array axis `axis`), reading the unpadded
+    x: each tap updates only the output positions whose input index lies inside x, so padding
+    never wins without being materialised."""
+    n, size = x.shape[axis], win.out[dim]
+    stride, dilation, begin = win.strides[dim], win.dilations[dim], win.begin[dim]
+    ranges = []
+    for tap in range(win.kernel[dim]):
+        shift = tap * dilation - begin  # input index of output position 0
+        lo = max(0, -(shift // stride) if shift < 0 else 0)
+        hi = min(size, (n - 1 - shift) // stride + 1) if n - 1 >= shift else 0
+        if hi > lo:
+            ranges.append((lo, hi, shift))
+
+    def read(lo, hi, shift):
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(lo * stride + shift, (hi - 1) * stride + shift + 1, stride)
+        return x[tuple(index)]
+
+    def part(array, lo, hi):
+        index = [slice(None)] * array.ndim
+        index[axis] = slice(lo, hi)
+        return array[tuple(index)]
+
+    full = [r for r in ranges if r[0] == 0 and r[1] == size]
+    if len(full) >= 2:
+        result = xp.maximum(read(*full[0]), read(*full[1]))
+        rest = [r for r in ranges if r not in full[:2]]
+    else:
+        shape = list(x.shape)
+        shape[axis] = size
+        result = xp.full(shape, _lowest(xp, x.dtype), dtype=x.dtype)
+        rest = ranges
+    for lo, hi, shift in rest:
+        target = part(result, lo, hi)
+        xp.maximum(target, read(lo, hi, shift), out=target)
+    return result
+
+
+def _separable_max(xp, x, win: Window):
+    """MaxPool without indices: one dim at a time, first spatial dim first so that the pass
+    over the full-size input reads whole contiguous rows."""
+    result = x
+    for dim in range(len(win.kernel)):
+        result = _max_along(xp, result, 2 + dim, win, dim)
+    return result if result is not x else result.copy()
 
 
 def _first_argmax(xp, x, win: Window):
@@ -110,7 +158,7 @@ def max_pool(xp, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_sh
     """
     win = _pool_window("MaxPool", x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     if n_outputs == 1:
-        return (_separable(xp, pad_spatial(xp, x, win, _lowest(xp, x.dtype)), win, xp.maximum),)
+        return (_separable_max(xp, x, win),)
     y, arg = _first_argmax(xp, x, win)
     return y, _flat_indices(xp, x.shape, win, arg, storage_order)
 
@@ -126,11 +174,25 @@ def max_pool_grad(xp, dy, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None,
         array([[[0., 1., 1., 0.]]], dtype=float32)
     """
     win = _pool_window("MaxPool", x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
-    _, arg = _first_argmax(xp, x, win)
-    image = xp.zeros(x.shape[:2] + win.padded, dtype=dy.dtype)
-    zero = xp.zeros((), dtype=dy.dtype)
-    for i, tap in enumerate(taps(win)):
-        image[_ALL + tap_slices(win, tap)] += xp.where(arg == i, dy, zero)
+    y = _separable_max(xp, x, win)
+    padded = pad_spatial(xp, x, win, _lowest(xp, x.dtype))
+    # windows that tile the input exactly write every cell once: no zero fill, no accumulation
+    tiles = (win.padded == x.shape[2:] and win.strides == win.kernel
+             and all(o * s == n for o, s, n in zip(win.out, win.strides, x.shape[2:])))
+    image = (xp.empty if tiles else xp.zeros)(x.shape[:2] + win.padded, dtype=dy.dtype)
+    found = hit = None
+    for tap in taps(win):
+        spatial = _ALL + tap_slices(win, tap)
+        hit = xp.equal(padded[spatial], y, out=hit)
+        if found is None:
+            found = hit.copy()
+        else:
+            xp.greater(hit, found, out=hit)  # a maximum, and no earlier tap took this window
+            found |= hit
+        if tiles:
+            xp.multiply(dy, hit, out=image[spatial])
+        else:
+            image[spatial] += dy * hit
     return xp.ascontiguousarray(crop_spatial(image, win, x.shape[2:]))
 
 
