@@ -21,7 +21,11 @@ import numpy as np
 from modelkit.cli.errors import CHECK_FAILED, friendly_errors
 from modelkit.cli.output import human_bytes
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+# A source checkout: the samples beside the installed package (editable install), else the
+# current directory's (a wheel install run from the checkout's root).
+SAMPLES = next((folder for folder in (Path(__file__).resolve().parents[1] / "samples",
+                                      Path("samples"))
+                if (folder / "cnn_digits" / "model.py").is_file()), Path("samples"))
 
 
 @click.command("demo")
