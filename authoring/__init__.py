@@ -32,6 +32,7 @@ from modelkit.authoring.dtypes import (  # noqa: A004  (torch's names shadow bui
     uint8,
 )
 from modelkit.authoring.device import device
+from modelkit.authoring import cuda
 from modelkit.authoring.errors import DTypeError, ShapeError
 from modelkit.authoring.grad_mode import (
     enable_grad,

@@ -13,14 +13,16 @@ import numbers
 
 import numpy as np
 
-from modelkit.authoring.device import check as check_device
+from modelkit.authoring.device import check as check_device, module_on, move_array
 from modelkit.authoring import dtypes
 from modelkit.authoring.random import numpy_generator
 from modelkit.authoring.tensor import Tensor
 
 
 def _finish(array, dtype, device, requires_grad) -> Tensor:
-    check_device(device)
+    """Cast, check the dtype, move to `device` (None: leave the array where it is), wrap."""
+    if device is not None:
+        array = move_array(array, check_device(device))
     if dtype is not None:
         target = dtypes.from_any(dtype).numpy
         if array.dtype != target:
@@ -99,7 +101,9 @@ def from_numpy(array: np.ndarray) -> Tensor:
 
 def _filled(fill, size, dtype, device, requires_grad):
     target = dtypes.from_any(dtype).numpy if dtype is not None else dtypes.DEFAULT_FLOAT.numpy
-    return _finish(np.full(_size(size), fill, dtype=target), None, device, requires_grad)
+    xp, where = module_on(check_device(device))
+    with where:
+        return _finish(xp.full(_size(size), fill, dtype=target), None, None, requires_grad)
 
 
 def zeros(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -144,8 +148,10 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad=False) -> T
     return _filled(fill_value, (tuple(size),), dtype, device, requires_grad)
 
 
-def _like(input, dtype):
-    return input.array.shape, (dtype if dtype is not None else input.dtype)
+def _like(input, dtype, device):
+    """shape, dtype and device of a *_like result: input's unless given (as in torch)."""
+    return (input.array.shape, dtype if dtype is not None else input.dtype,
+            device if device is not None else input.device)
 
 
 def zeros_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:  # noqa: A002
@@ -155,7 +161,7 @@ def zeros_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor
         >>> zeros_like(ones(2, dtype=dtypes.int64))
         tensor([0, 0])
     """
-    shape, dtype = _like(input, dtype)
+    shape, dtype, device = _like(input, dtype, device)
     return zeros(shape, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
@@ -166,7 +172,7 @@ def ones_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:
         >>> ones_like(zeros(2))
         tensor([1., 1.])
     """
-    shape, dtype = _like(input, dtype)
+    shape, dtype, device = _like(input, dtype, device)
     return ones(shape, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
@@ -177,7 +183,7 @@ def empty_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor
         >>> empty_like(zeros(2, 2)).shape
         modelkit.Size([2, 2])
     """
-    shape, dtype = _like(input, dtype)
+    shape, dtype, device = _like(input, dtype, device)
     return empty(shape, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
@@ -189,7 +195,7 @@ def full_like(input, fill_value, *, dtype=None, device=None,  # noqa: A002
         >>> full_like(zeros(2), 3)
         tensor([3., 3.])
     """
-    shape, dtype = _like(input, dtype)
+    shape, dtype, device = _like(input, dtype, device)
     return full(shape, fill_value, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
@@ -200,7 +206,7 @@ def rand_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:
         >>> rand_like(zeros(3)).shape
         modelkit.Size([3])
     """
-    shape, dtype = _like(input, dtype)
+    shape, dtype, device = _like(input, dtype, device)
     return rand(shape, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
@@ -211,7 +217,7 @@ def randn_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor
         >>> randn_like(zeros(3)).shape
         modelkit.Size([3])
     """
-    shape, dtype = _like(input, dtype)
+    shape, dtype, device = _like(input, dtype, device)
     return randn(shape, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
@@ -222,7 +228,7 @@ def randint_like(input, low=0, high=None, *, dtype=None, device=None) -> Tensor:
         >>> randint_like(zeros(3, dtype=dtypes.int64), 5).shape
         modelkit.Size([3])
     """
-    shape, dtype = _like(input, dtype)
+    shape, dtype, device = _like(input, dtype, device)
     if high is None:
         low, high = 0, low
     return randint(low, high, shape, dtype=dtype, device=device)
@@ -288,8 +294,12 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad=False) ->
         modelkit.Size([2, 3])
     """
     target = _float_dtype(dtype, "rand")
-    draw = numpy_generator(generator).random(_size(size),
-                                             dtype=target if target != np.float16 else np.float32)
+    draw_dtype = target if target != np.float16 else np.float32
+    cuda = _cuda_state(device, generator)
+    if cuda is not None:
+        draw = cuda.random_sample(_size(size), dtype=draw_dtype)
+    else:
+        draw = numpy_generator(generator).random(_size(size), dtype=draw_dtype)
     return _finish(draw, target, device, requires_grad)
 
 
@@ -301,8 +311,12 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -
         modelkit.float32
     """
     target = _float_dtype(dtype, "randn")
-    draw = numpy_generator(generator).standard_normal(
-        _size(size), dtype=target if target != np.float16 else np.float32)
+    draw_dtype = target if target != np.float16 else np.float32
+    cuda = _cuda_state(device, generator)
+    if cuda is not None:
+        draw = cuda.standard_normal(_size(size), dtype=draw_dtype)
+    else:
+        draw = numpy_generator(generator).standard_normal(_size(size), dtype=draw_dtype)
     return _finish(draw, target, device, requires_grad)
 
 
@@ -320,7 +334,12 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=N
         low, high, size = 0, low, high
     if high <= low:
         raise ValueError(f"randint: expected low < high, got low={low}, high={high}")
-    draw = numpy_generator(generator).integers(low, high, size=_size((size,)), dtype=np.int64)
+    cuda = _cuda_state(device, generator)
+    if cuda is not None:
+        draw = cuda.randint(low, high, size=_size((size,))).astype(np.int64)
+    else:
+        draw = numpy_generator(generator).integers(low, high, size=_size((size,)),
+                                                   dtype=np.int64)
     return _finish(draw, dtype, device, requires_grad)
 
 
@@ -331,4 +350,20 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
         >>> sorted(randperm(4).tolist())
         [0, 1, 2, 3]
     """
+    cuda = _cuda_state(device, generator)
+    if cuda is not None:
+        return _finish(cuda.permutation(int(n)).astype(np.int64), dtype, device, requires_grad)
     return _finish(numpy_generator(generator).permutation(int(n)), dtype, device, requires_grad)
+
+
+def _cuda_state(device, generator):
+    """The CUDA device's cupy RandomState when drawing on cuda from the global generators
+    (seeded by mk.manual_seed / mk.cuda.manual_seed); None to draw with numpy (on the cpu, or
+    from an explicit `generator`, whose draws are then copied to the device)."""
+    if device is None or generator is not None:
+        return None
+    target = check_device(device)
+    if target.type == "cpu":
+        return None
+    from modelkit.authoring import cuda
+    return cuda.random_state(target.index)

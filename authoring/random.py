@@ -38,12 +38,15 @@ default_generator = Generator()
 
 
 def manual_seed(seed: int) -> Generator:
-    """Seed the global generator (rand, randn, randint, randperm, dropout, nn.init).
+    """Seed the global generator (rand, randn, randint, randperm, dropout, nn.init) and, as
+    torch does, the CUDA generators (`mk.cuda.manual_seed`).
 
     Example:
         >>> manual_seed(42).initial_seed()
         42
     """
+    from modelkit.authoring import cuda
+    cuda.manual_seed(seed)
     return default_generator.manual_seed(seed)
 
 

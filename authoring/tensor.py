@@ -1,4 +1,4 @@
-"""`Tensor`: one numpy array plus what autograd needs (requires_grad, grad, the node that made it).
+"""`Tensor`: one array (numpy on the cpu, cupy on cuda) plus what autograd needs (requires_grad, grad, the node that made it).
 
 Arithmetic, reductions, shape ops and the rest are attached in `ops/methods.py`; every one goes
 through the op registry. The array itself is `tensor.array` (shared, not copied);
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from modelkit.authoring import dtypes
-from modelkit.authoring.device import CPU
+from modelkit.authoring.device import CPU, array_device, array_module
 from modelkit.authoring.ops import registry
 
 
@@ -57,8 +57,10 @@ class Tensor:
     __array_ufunc__ = None  # numpy defers to our reflected operators: `np_array + tensor` works
 
     def __init__(self, data=(), requires_grad=False):
-        array = data.array if isinstance(data, Tensor) else data
-        self.array = np.array(array, dtype=np.float32)
+        if isinstance(data, Tensor):  # stays on data's device, as torch.Tensor(t) does
+            self.array = array_module(data.array).array(data.array, dtype=np.float32)
+        else:
+            self.array = np.array(data, dtype=np.float32)
         self.requires_grad = False
         self.grad = None
         self._node = None
@@ -138,11 +140,11 @@ class Tensor:
 
     @property
     def device(self):
-        return CPU
+        return CPU if isinstance(self.array, np.ndarray) else array_device(self.array)
 
     @property
     def is_cuda(self) -> bool:
-        return False
+        return not isinstance(self.array, np.ndarray)
 
     def is_floating_point(self) -> bool:
         """True for float16/32/64 tensors.
@@ -184,12 +186,15 @@ class Tensor:
         return self.array.reshape(()).item()
 
     def numpy(self) -> np.ndarray:
-        """The array itself (shared, not copied); refused while the tensor requires grad.
+        """The array itself (shared, not copied); refused while the tensor requires grad, and
+        for a cuda tensor (copy it to the host with `.cpu()` first).
 
         Example:
             >>> Tensor([1.0]).numpy()
             array([1.], dtype=float32)
         """
+        if not isinstance(self.array, np.ndarray):
+            raise TypeError(_host_only(self, "numpy"))
         if self.requires_grad:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
                                "Use tensor.detach().numpy() instead.")
@@ -205,6 +210,8 @@ class Tensor:
         return self.array.tolist()
 
     def __array__(self, dtype=None, copy=None):
+        if not isinstance(self.array, np.ndarray):
+            raise TypeError(_host_only(self, "numpy"))
         if dtype is not None and np.dtype(dtype) != self.array.dtype:
             return self.array.astype(dtype)
         return self.array.copy() if copy else self.array
@@ -261,13 +268,23 @@ class Tensor:
         return self
 
     def cpu(self) -> "Tensor":
-        """The tensor on the cpu: itself.
+        """This tensor on the cpu: itself when it is there already, else a copy (autograd
+        carries gradients back to the cuda original).
 
         Example:
             >>> t = Tensor([1.0]); t.cpu() is t
             True
         """
-        return self
+        return self.to(CPU)
+
+    def cuda(self, device=None) -> "Tensor":
+        """This tensor on a CUDA device ("cuda" = the current one; an int N = "cuda:N").
+
+        Example:
+            >>> import modelkit.authoring as mk
+            >>> mk.ones(1).cuda() if mk.cuda.is_available() else "no gpu"  # doctest: +SKIP
+        """
+        return self.to("cuda" if device is None else device)
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         """Start (or stop) recording operations on this leaf tensor; returns self.
@@ -370,6 +387,12 @@ class _HookHandle:
             self._hooks.remove(self._hook)
 
 
+def _host_only(t: Tensor, what: str) -> str:
+    """PyTorch's message for converting a cuda tensor where host memory is needed."""
+    return (f"can't convert {t.device} device type tensor to {what}. Use Tensor.cpu() to copy "
+            "the tensor to host memory first.")
+
+
 def _check_dim(dim: int, ndim: int) -> int:
     """Normalise a possibly negative dim; IndexError with PyTorch's message when out of range."""
     low, high = (-ndim, ndim - 1) if ndim else (-1, 0)
@@ -399,7 +422,7 @@ def _float_formatter(array: np.ndarray):
 
 def format_tensor(t: Tensor) -> str:
     """PyTorch-style repr: `tensor([[1.0000, 2.5000]], requires_grad=True)`."""
-    array = t.array
+    array = t.array if isinstance(t.array, np.ndarray) else t.array.get()
     if array.dtype.kind == "f":
         fmt = _float_formatter(array)
         width = max((len(fmt(v)) for v in array.ravel()[:2000]), default=0)
@@ -408,7 +431,7 @@ def format_tensor(t: Tensor) -> str:
         formatter = None
     body = np.array2string(array, separator=", ", prefix="tensor(", formatter=formatter,
                            threshold=1000, edgeitems=3, max_line_width=80)
-    extras = []
+    extras = [] if isinstance(t.array, np.ndarray) else [f"device='{t.device}'"]
     if array.size == 0 and array.ndim != 1:
         extras.append(f"size={tuple(array.shape)}")
     if array.dtype not in _DEFAULT_DTYPES:

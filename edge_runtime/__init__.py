@@ -16,6 +16,7 @@ components (`load_onnx` imports onnx when called).
 from modelkit.edge_runtime import format
 from modelkit.edge_runtime.custom_ops import register_kernel
 from modelkit.edge_runtime.errors import (
+    CudaUnavailableError,
     EdgeRuntimeError,
     InvalidInputError,
     KernelError,
@@ -25,6 +26,7 @@ from modelkit.edge_runtime.errors import (
 from modelkit.edge_runtime.session import Session, TensorSpec, load, load_onnx
 
 __all__ = [
+    "CudaUnavailableError",
     "EdgeRuntimeError",
     "InvalidInputError",
     "KernelError",

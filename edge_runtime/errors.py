@@ -23,3 +23,7 @@ class UnsupportedOpError(EdgeRuntimeError):
 
 class KernelError(EdgeRuntimeError):
     """A kernel failed while executing a node; the message names the node and its op."""
+
+
+class CudaUnavailableError(EdgeRuntimeError, RuntimeError):
+    """A CUDA device was asked for, but cupy is not installed, sees no GPU, or lacks that index."""

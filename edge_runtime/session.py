@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from modelkit.edge_runtime import format as model_format
+from modelkit.edge_runtime.cuda import parse_device
 from modelkit.edge_runtime.dequantize import dequantize_weights
 from modelkit.edge_runtime.errors import (EdgeRuntimeError, InvalidInputError, ModelFormatError,
                                           UnsupportedOpError)
@@ -38,10 +40,14 @@ class TensorSpec(NamedTuple):
     shape: Optional[tuple]
 
 
-def load(path_or_bytes, device: str = "cpu", *, profile: bool = False) -> "Session":
+def load(path_or_bytes, device: str = "cpu", *, profile: bool = False,
+         cuda_graph: bool = False) -> "Session":
     """Load a `.mkb` model from a path or the file's bytes. The file is mapped, not read: the
     weights stay views on the mapping. Raises `ModelFormatError` for a malformed file and
     `UnsupportedOpError` listing every op without a kernel.
+
+    `device="cuda"` / `"cuda:N"` runs the same plan with cupy (weights copied to the GPU once,
+    here); `cuda_graph=True` then replays the whole plan as one CUDA graph (see `Session`).
 
     Example:
         >>> from modelkit.edge_runtime.format.model import Model, Node, ValueInfo
@@ -50,10 +56,12 @@ def load(path_or_bytes, device: str = "cpu", *, profile: bool = False) -> "Sessi
         >>> load(model_format.write(m)).outputs
         [TensorSpec(name='y', dtype='float32', shape=(2,))]
     """
-    return Session(model_format.read(path_or_bytes), device, profile=profile)
+    return Session(model_format.read(path_or_bytes), device, profile=profile,
+                   cuda_graph=cuda_graph)
 
 
-def load_onnx(path_or_proto, device: str = "cpu", *, profile: bool = False) -> "Session":
+def load_onnx(path_or_proto, device: str = "cpu", *, profile: bool = False,
+              cuda_graph: bool = False) -> "Session":
     """Load an ONNX model (a path, its bytes or an `onnx.ModelProto`); needs the onnx package.
 
     Example:
@@ -66,20 +74,32 @@ def load_onnx(path_or_proto, device: str = "cpu", *, profile: bool = False) -> "
     """
     from modelkit.edge_runtime.format.onnx_reader import read_onnx  # imports onnx
 
-    return Session(read_onnx(path_or_proto), device, profile=profile)
+    return Session(read_onnx(path_or_proto), device, profile=profile, cuda_graph=cuda_graph)
 
 
 class Session:
     """Executes one `Model`. `run` is re-entrant and thread-safe: a session holds no state that
     a run changes (only the profiler's records, behind a lock).
 
-    `xp` is the array module the kernels get (numpy on "cpu").
+    `xp` is the array module the kernels get (numpy on "cpu", cupy on "cuda"/"cuda:N"). On
+    cuda, without cupy or a GPU, loading raises `CudaUnavailableError` saying which.
+    `cuda_graph=True` (cuda only) captures the plan in a CUDA graph on the first run and
+    replays it for inputs of those shapes (other shapes, and plans that cannot be captured,
+    run uncaptured; the latter with a RuntimeWarning). Replays of one session take turns.
     """
 
-    def __init__(self, model: Model, device: str = "cpu", *, profile: bool = False):
+    def __init__(self, model: Model, device: str = "cpu", *, profile: bool = False,
+                 cuda_graph: bool = False):
         self.model = model = dequantize_weights(model)  # int8/float16 weights -> float32, once
         self.device = device
-        self.xp = _array_module(device)
+        kind, index = parse_device(device)
+        if cuda_graph and kind != "cuda":
+            raise ValueError(f"cuda_graph=True needs device='cuda', got device={device!r}")
+        self._gpu = None
+        if kind == "cuda":
+            from modelkit.edge_runtime.gpu_run import GpuRun  # cupy only for cuda sessions
+            self._gpu = GpuRun(str(device), index)
+        self.xp = np if self._gpu is None else self._gpu.cupy
         problems = structural_problems(model)
         missing = unsupported_ops(model)
         if problems:
@@ -90,7 +110,12 @@ class Session:
                 f"the model uses {len({op for _, op in missing})} op(s) without a kernel:\n  "
                 + "\n  ".join(message for message, _ in missing),
                 missing=sorted({op for _, op in missing}))
-        self._plan = build_plan(model, self.xp)
+        with self._gpu.device if self._gpu is not None else contextlib.nullcontext():
+            self._plan = build_plan(model, self.xp)  # on cuda: the weights' one copy to the GPU
+        self._graph = None
+        if cuda_graph:
+            from modelkit.edge_runtime.cuda_graph import GraphRunner
+            self._graph = GraphRunner(self._plan, self.xp, self._gpu.device)
         self._input_checks = [InputCheck.of(v, self._plan.slot_of[v.name],
                                             required=v.name not in model.initializers)
                               for v in model.inputs]
@@ -100,14 +125,22 @@ class Session:
                        if v.name not in model.initializers]
         self.outputs = [TensorSpec(v.name, v.dtype, _spec_shape(v.shape)) for v in model.outputs]
 
-    def run(self, feeds: dict, outputs: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict, outputs: Optional[Sequence[str]] = None, *,
+            device_outputs: bool = False) -> dict[str, np.ndarray]:
         """Run the model on `feeds` (input name -> array); return the requested outputs (all by
         default) by name. Raises `InvalidInputError` for feeds that do not match `inputs`,
         `KernelError` naming the node whose kernel failed.
 
+        On cuda, feeds may be numpy arrays (copied to the GPU) or cupy arrays (used in place);
+        outputs are numpy arrays, or with `device_outputs=True` cupy arrays left on the GPU
+        (what onnxruntime's IOBinding `bind_output(name, "cuda")` gives). On the cpu,
+        `device_outputs` changes nothing: the outputs are on the cpu already.
+
         Example: see the module docstring.
         """
         wanted = self._requested(outputs)
+        if self._gpu is not None:
+            return self._run_on_gpu(feeds, wanted, device_outputs)
         slots = list(self._plan.initial_slots)
         for slot, array in check_feeds(self._input_checks, feeds):
             slots[slot] = array
@@ -116,6 +149,24 @@ class Session:
         else:
             self._profiler.run_steps(self._plan, slots)
         return {name: np.asarray(slots[slot]) for name, slot in wanted}
+
+    def _run_on_gpu(self, feeds, wanted, device_outputs: bool) -> dict:
+        placed = self._gpu.place_feeds(self._input_checks, feeds)
+        arrays = None
+        if self._graph is not None:
+            arrays = self._graph.run(placed, [slot for _, slot in wanted])
+        if arrays is None:
+            slots = list(self._plan.initial_slots)
+            for slot, array in placed:
+                slots[slot] = array
+            if self._profiler is None:
+                self._gpu.run(self._plan, slots)
+            else:
+                with self._gpu.device:
+                    self._profiler.run_steps(self._plan, slots)
+            arrays = [slots[slot] for _, slot in wanted]
+        return self._gpu.outputs({name: a for (name, _), a in zip(wanted, arrays)},
+                                 device_outputs)
 
     def profile(self) -> list[NodeTiming]:
         """Per-node timings of every run so far (session loaded with `profile=True`).
@@ -205,15 +256,6 @@ class Session:
         if self._profiler is None:
             raise EdgeRuntimeError("profiling is off for this session: load it with profile=True")
         return self._profiler
-
-
-def _array_module(device: str):
-    if device == "cpu":
-        return np
-    if device == "cuda":
-        raise NotImplementedError("device='cuda' is not available in this version of the edge"
-                                  " runtime yet; use device='cpu'")
-    raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
 
 
 def _spec_shape(shape) -> Optional[tuple]:

@@ -74,8 +74,7 @@ def trace(model, example_inputs, *, input_names=None, output_names=None, dynamic
         tracer = Tracer(graph, opset, _param_names(model), probe, _module_names(model))
         for name, tensor in zip(names, tensors):
             tracer.add_input(name, tensor, axes.get(name, {}))
-        with tracer.active(), tracer.conversion_warnings(), tracer.module_paths():
-            result = model(*tensors)
+        result = tracer.run(model, tensors)
         tracer.check_probe_complete()
     _add_outputs(graph, tracer, result, output_names, model)
     _name_output_axes(graph, dynamic_axes or {}, names)

@@ -9,6 +9,13 @@ run then compares each call with its probe twin: an integer that differs between
 graph input instead of a constant. So `x.view(x.size(0), -1)`, `x.flatten(1)` and
 `x.reshape(-1, 4)` all export for any batch size, without symbolic ints in the eager code.
 
+Sources: each node records where its op call comes from, as PyTorch's exporter does: the
+innermost line of user code inside the model's forward (see `Tracer.source`); for a built-in
+container exported as a whole, the line that constructed the layer (`construction_sites`).
+
+Threads: the registry hook, Tensor's conversion methods and the module hooks are replaced for the
+time of a trace by dispatchers that act only in the tracing thread (see `_recording`).
+
 Lowering: an op with a `lowering` function (authoring/ops/*.py, beside the op) calls it with an
 `Emitter`; otherwise its `Onnx` spec for the target opset is emitted as one node.
 
@@ -26,15 +33,21 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import site
 import sys
+import sysconfig
+import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from modelkit.authoring.ops import registry
+from modelkit.authoring.nn.module import Module
 from modelkit.authoring.ops.registry import INPLACE_ASSIGN, Attr, onnx_lowering
 from modelkit.authoring.tensor import Tensor
 from modelkit.exporter.errors import ExportError, TracerWarning
@@ -44,9 +57,20 @@ from modelkit.exporter.onnx_writer import ONNX_TYPE_OF
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _MODELKIT_DIRS = tuple(os.path.join(_PACKAGE_ROOT, c) + os.sep
                        for c in ("authoring", "exporter", "edge_runtime", "converters", "cli"))
+# Python's own library and installed packages (click, pytest...): never the user's model code.
+_LIBRARY_DIRS = tuple(sorted({os.path.join(f(path), "")
+                              for path in (*(sysconfig.get_paths()[key] for key in (
+                                  "stdlib", "platstdlib", "purelib", "platlib")),
+                                  *site.getsitepackages(), site.getusersitepackages())
+                              for f in (os.path.abspath, os.path.realpath)}))
+_NOT_USER_CODE = _MODELKIT_DIRS + _LIBRARY_DIRS + ("<frozen ",)
 
 # Attribute-inputs that ONNX takes as 0-d tensors of the op's input dtype (the rest are 1-D int64).
 _SCALAR_ATTR_INPUTS = {("Clip", "min"), ("Clip", "max"), ("Pad", "value"), ("Dropout", "p")}
+
+# The probe run keeps the values of inputs up to this many elements: a Python number computed from
+# a dynamic size (`x.sum(0) / x.size(0)`) reaches an op as such a small constant tensor.
+_PROBE_VALUE_LIMIT = 16
 
 # Ops that a forward pass in eval mode never calls, so an export never meets them.
 TRAINING_ONLY = {
@@ -57,17 +81,88 @@ TRAINING_ONLY = {
 
 
 def user_source() -> str:
-    """'file:line' of the innermost frame outside the modelkit package (the user's model code);
-    '' when the whole stack is modelkit's own (e.g. an `nn.Sequential` exported by the CLI).
+    """'file:line' of the innermost frame of user code (outside the modelkit package, Python's
+    library and installed packages); '' when there is none.
 
     Example:
-        >>> user_source().endswith(")") or ":" in user_source() or user_source() == ""
+        >>> user_source().startswith("<doctest ")
         True
     """
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_MODELKIT_DIRS):
+    frame = user_frame(sys._getframe(1))
+    return "" if frame is None else location(frame)
+
+
+def user_frame(frame, stop=None):
+    """The innermost frame of user code from `frame` outward, looking no further than `stop`
+    (a frame, excluded); None when there is none.
+
+    Example:
+        >>> user_frame(sys._getframe()).f_code.co_filename.startswith("<doctest ")
+        True
+    """
+    while frame is not None and frame is not stop:
+        if not frame.f_code.co_filename.startswith(_NOT_USER_CODE):
+            return frame
         frame = frame.f_back
-    return "" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno}"
+    return None
+
+
+def location(frame) -> str:
+    """'file:line' of a frame."""
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+# module -> 'file:line' of the user code that constructed it, for modules built inside
+# `construction_sites()`; entries go away with their modules.
+CONSTRUCTED_AT: "weakref.WeakKeyDictionary[Module, str]" = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def construction_sites():
+    """Within this block, each `Module` constructed in this thread remembers the user's line that
+    constructed it (in `CONSTRUCTED_AT`). Nodes that a built-in layer records where no user code
+    runs (a built-in container as the whole model) point there, not into modelkit: wrap the
+    code that builds a model to export in it (`modelkit export` wraps model.py's `build()`).
+
+    It installs a profile function for this thread only (`sys.setprofile`), so tracing stays
+    free of class patching; a profiler running in the same thread is suspended meanwhile.
+
+    Example:
+        >>> import modelkit.authoring as mk
+        >>> with construction_sites():
+        ...     layer = mk.nn.Linear(2, 2)
+        >>> CONSTRUCTED_AT[layer].startswith("<doctest ")
+        True
+    """
+    module_init = Module.__init__.__code__
+
+    def record(frame, event, arg):
+        if event == "call" and frame.f_code is module_init:
+            module = frame.f_locals.get("self")
+            site = _construction_site(frame.f_back, module)
+            if site:
+                CONSTRUCTED_AT[module] = site
+
+    previous = sys.getprofile()
+    sys.setprofile(record)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
+
+
+def _construction_site(frame, module) -> str:
+    """The user line that constructed `module`: skips library frames and the module's own
+    `__init__` (a user subclass calling `super().__init__()`), so `Net()` names the line of
+    `Net()`, and `self.conv = nn.Conv2d(...)` in `Net.__init__` names that line."""
+    while frame is not None:
+        frame = user_frame(frame)
+        if frame is None:
+            return ""
+        if not (frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is module):
+            return location(frame)
+        frame = frame.f_back
+    return ""
 
 
 @dataclass
@@ -79,6 +174,7 @@ class Call:
     input_shapes: tuple
     output_shapes: tuple
     source: str
+    input_values: tuple  # copies of the small inputs (None for the others): sizes as numbers
 
 
 @dataclass(frozen=True)
@@ -105,14 +201,118 @@ def probe_run(model, args) -> list[Call]:
     def record(op, inputs, attrs, outputs):
         calls.append(Call(op.name, attrs, tuple(None if t is None else tuple(t.array.shape)
                                                 for t in inputs),
-                          tuple(tuple(t.array.shape) for t in outputs), user_source()))
+                          tuple(tuple(t.array.shape) for t in outputs), user_source(),
+                          tuple(t.array.copy() if t is not None and t.array.size <=
+                                _PROBE_VALUE_LIMIT else None for t in inputs)))
 
-    previous, registry.tracer = registry.tracer, record
-    try:
+    with _recording(record, None):
         model(*args)
-    finally:
-        registry.tracer = previous
     return calls
+
+
+# ---- the hooks, per thread ------------------------------------------------------------------
+# The registry's tracer hook, the Tensor conversion methods and the global module hooks are
+# process-wide; while some thread traces they are replaced by dispatchers that act only for the
+# thread that traces, so an eager forward running in another thread meanwhile records nothing
+# and warns nothing (and two threads can trace at once).
+
+class _ThisThread(threading.local):
+    record = None  # fn(op, inputs, attrs, outputs) of the trace or probe running in this thread
+    tracer = None  # its Tracer (module paths, conversion warnings); None for a probe run
+
+
+_THIS_THREAD = _ThisThread()
+_CONVERSIONS = {"item": ".item()", "tolist": ".tolist()", "numpy": ".numpy()",
+                "__bool__": "bool()", "__float__": "float()", "__int__": "int()",
+                "__index__": "an index (operator.index)"}
+_install_lock = threading.Lock()
+_installed: dict = {}  # while some thread traces: "count", "registry" (the hook replaced),
+#                        "methods" (the Tensor methods replaced), "handles" (module hooks)
+
+
+@contextlib.contextmanager
+def _recording(record, tracer):
+    previous = _THIS_THREAD.record, _THIS_THREAD.tracer
+    _THIS_THREAD.record, _THIS_THREAD.tracer = record, tracer
+    _install()
+    try:
+        yield
+    finally:
+        _THIS_THREAD.record, _THIS_THREAD.tracer = previous
+        _uninstall()
+
+
+def _install() -> None:
+    from modelkit.authoring.nn.module import (register_module_forward_hook,
+                                              register_module_forward_pre_hook)
+    with _install_lock:
+        if _installed:
+            _installed["count"] += 1
+            return
+        methods = {name: Tensor.__dict__[name]
+                   for name in (*_CONVERSIONS, "__getitem__", "__setitem__")}
+        _installed.update(count=1, registry=registry.tracer, methods=methods, handles=(
+            register_module_forward_pre_hook(_enter_module),
+            register_module_forward_hook(_leave_module)))
+        for name, how in _CONVERSIONS.items():
+            setattr(Tensor, name, _warning_conversion(methods[name], how))
+        for name in ("__getitem__", "__setitem__"):
+            setattr(Tensor, name, _warning_mask_index(methods[name]))
+        registry.tracer = _dispatch
+
+
+def _uninstall() -> None:
+    with _install_lock:
+        _installed["count"] -= 1
+        if _installed["count"]:
+            return
+        registry.tracer = _installed["registry"]
+        for name, method in _installed["methods"].items():
+            setattr(Tensor, name, method)
+        for handle in _installed["handles"]:
+            handle.remove()
+        _installed.clear()
+
+
+def _dispatch(op, inputs, attrs, outputs):
+    record = _THIS_THREAD.record
+    if record is not None:
+        record(op, inputs, attrs, outputs)
+    elif _installed.get("registry") is not None:  # a hook set before the trace: other threads
+        _installed["registry"](op, inputs, attrs, outputs)
+
+
+def _enter_module(module, args):
+    if _THIS_THREAD.tracer is not None:
+        _THIS_THREAD.tracer.enter_module(module)
+
+
+def _leave_module(module, args, output):
+    if _THIS_THREAD.tracer is not None:
+        _THIS_THREAD.tracer.leave_module()
+
+
+def _warning_conversion(original, how):
+    def method(t, *args, **kwargs):
+        tracer = _THIS_THREAD.tracer
+        if tracer is None:
+            return original(t, *args, **kwargs)
+        tracer.warn_conversion(t, how)
+        with tracer.quiet():
+            return original(t, *args, **kwargs)
+    return functools.wraps(original)(method)
+
+
+def _warning_mask_index(original):
+    # a boolean mask becomes index positions in Python (normalize_key): baked in too
+    def method(t, key, *value):
+        tracer = _THIS_THREAD.tracer
+        if tracer is not None:
+            for k in key if isinstance(key, tuple) else (key,):
+                if isinstance(k, Tensor) and k.array.dtype == np.bool_ and k.array.ndim:
+                    tracer.warn_conversion(k, "a boolean mask index (x[mask])")
+        return original(t, key, *value)
+    return functools.wraps(original)(method)
 
 
 class Tracer:
@@ -131,6 +331,8 @@ class Tracer:
         self.probe = probe
         self.module_names = module_names or {}
         self.module_stack: list[str] = []
+        self._running_modules: list[Module] = []
+        self._run_frame = None  # the frame of `run`: frames outside it are not the model's
         self.axes: list[DynamicAxis] = []
         self.calls = 0
         self._by_tensor: dict[int, Value] = {}
@@ -169,13 +371,17 @@ class Tracer:
         self._by_array[id(tensor.array)] = value
         self._concrete.setdefault(value, (tuple(tensor.array.shape), tensor.array.dtype))
 
-    def _constant(self, tensor: Tensor, probe_shape, source: str, module: str) -> Value:
+    def _constant(self, tensor: Tensor, probe_shape, probe_value, source: str,
+                  module: str) -> Value:
         array = tensor.array
         name = self.param_names.get(id(array))
         if name is not None:
             value = self.graph.values.get(name) or self.graph.add_initializer(name, array)
         elif probe_shape is not None and tuple(probe_shape) != array.shape:
             value = self._constant_of_shape(array, probe_shape, source, module)
+        elif probe_value is not None and (probe_value.dtype != array.dtype
+                                          or probe_value.tobytes() != array.tobytes()):
+            value = self._constant_of_size(array, probe_value, source, module)
         else:
             base = f"{module}.const" if module else "const"
             value = self.graph.add_initializer(self.graph.unique_value_name(base), array.copy())
@@ -195,6 +401,30 @@ class Tracer:
         dims = emitter.ints([emitter.sized(s, p) for s, p in zip(array.shape, probe_shape)])
         value = emitter.op("ConstantOfShape", dims, value=flat[:1].copy())
         self._set_meta(value, array, probe_shape)
+        return value
+
+    def _constant_of_size(self, array, probe_value, source, module) -> Value:
+        """A one-element tensor made in forward whose value follows a dynamic axis (a Python
+        number computed from `x.size(0)`): computed from the input's shape, as PyTorch's tracer
+        records `x.size(0)`; other values that change with the dynamic sizes are an error."""
+        here, there = array.reshape(-1)[:1], probe_value.reshape(-1)[:1]
+        integral = array.size == 1 and probe_value.size == 1 and all(
+            np.isfinite(v).all() and (v == np.round(v)).all() for v in (here, there))
+        fit = integral and _fit(int(here[0]), int(there[0]), self.axes)
+        if not fit:
+            raise ExportError(
+                f"{source}: a tensor created in forward holds {array.reshape(-1)[:4].tolist()} "
+                f"here and {probe_value.reshape(-1)[:4].tolist()} at another size of the dynamic "
+                "axes: the export cannot follow it (only a * size + b is followed); compute it "
+                "from the input tensors instead (e.g. x.mean(0), not x.sum(0) / x.size(0))")
+        emitter = Emitter(self, None, {}, {}, source, module)
+        value = emitter.sized(int(here[0]), int(there[0]))
+        if array.shape != (1,):
+            value = emitter.op("Reshape", value, emitter.const(np.array(array.shape, np.int64)))
+        if array.dtype != np.int64:
+            value = emitter.op("Cast", value, to=emitter.onnx_dtype(array.dtype))
+        self._set_meta(value, array, array.shape)
+        self._depends_on_input.add(value)
         return value
 
     def _set_meta(self, value: Value, array: np.ndarray, probe_shape) -> None:
@@ -217,14 +447,51 @@ class Tracer:
         return f"({name})//{q}" if q != 1 else name
 
     # ---- the registry hook ------------------------------------------------------------------
+    def run(self, model, args):
+        """`model(*args)` with every op call recorded, conversion warnings and module paths on.
+
+        Example:
+            >>> import modelkit.authoring as mk
+            >>> from modelkit.exporter.ir import Graph
+            >>> g = Graph(); tracer = Tracer(g, opset=17); x = tracer.add_input("x", mk.ones(2), {})
+            >>> _ = tracer.run(lambda t: t.exp(), (x,)); [n.op_type for n in g.nodes]
+            ['Exp']
+        """
+        self._run_frame = sys._getframe()
+        try:
+            with self.active():
+                return model(*args)
+        finally:
+            self._run_frame = None
+
+    def source(self) -> str:
+        """Where the op call being recorded comes from, as PyTorch's exporter reports it: the
+        innermost user frame inside the model's forward (the user's line in their forward, or
+        the line that calls a built-in layer). When the forward runs no user code at all (a
+        built-in container as the whole model), the user line that constructed the innermost
+        running module (see `construction_sites`), else the user line that started the export;
+        '' when none is known."""
+        frame = sys._getframe(1)
+        inside = user_frame(frame, self._run_frame)
+        if inside is not None:
+            return location(inside)
+        for module in reversed(self._running_modules):
+            site = CONSTRUCTED_AT.get(module)
+            if site:
+                return site
+        outside = user_frame(self._run_frame or frame)
+        return "" if outside is None else location(outside)
+
     @contextlib.contextmanager
     def active(self):
-        """Within this block every primitive call is recorded into the graph."""
-        previous, registry.tracer = registry.tracer, self.record
+        """Within this block, in this thread, every primitive call is recorded into the graph,
+        nodes get module paths and Python conversions of traced tensors warn."""
         try:
-            yield self
+            with _recording(self.record, self):
+                yield self
         finally:
-            registry.tracer = previous
+            self.module_stack.clear()
+            self._running_modules.clear()
 
     @contextlib.contextmanager
     def quiet(self):
@@ -238,7 +505,7 @@ class Tracer:
     def record(self, op, inputs, attrs, outputs) -> None:
         """The registry's tracer hook: lower one op call into the graph."""
         index, self.calls = self.calls, self.calls + 1
-        source = user_source()
+        source = self.source()
         module = self.module_stack[-1] if self.module_stack else ""
         probe = self._probe_call(index, op, source)
         if op is INPLACE_ASSIGN:
@@ -253,8 +520,8 @@ class Tracer:
                 continue
             value = self.value_of(t)
             if value is None:
-                value = self._constant(t, probe.input_shapes[j] if probe else None, source,
-                                       module)
+                value = self._constant(t, probe.input_shapes[j] if probe else None,
+                                       probe.input_values[j] if probe else None, source, module)
             values.append(value)
         emitter = Emitter(self, op, attrs, probe.attrs if probe else attrs, source, module)
         results = emitter.lower(values)
@@ -300,7 +567,7 @@ class Tracer:
         """Warn (TracerWarning at the user's line) when a traced value becomes a Python value."""
         if self._quiet or not self.depends_on_input(tensor):
             return
-        source = user_source()
+        source = self.source()
         filename, _, line = source.rpartition(":")
         message = (f"{source}: converting a traced tensor to a Python value with {how} bakes the "
                    "value seen while tracing into the exported model: it will always take this "
@@ -308,63 +575,15 @@ class Tracer:
         warnings.warn_explicit(message, TracerWarning, filename or "<unknown>",
                                int(line) if line.isdigit() else 0)
 
-    @contextlib.contextmanager
-    def conversion_warnings(self):
-        """Within this block, Tensor.item/tolist/numpy/bool/float/int/index and boolean-mask
-        indexing warn on traced tensors (the methods are wrapped on the class and restored on
-        exit; NOTE: so an export is not thread-safe with eager code running beside it)."""
-        names = {"item": ".item()", "tolist": ".tolist()", "numpy": ".numpy()",
-                 "__bool__": "bool()", "__float__": "float()", "__int__": "int()",
-                 "__index__": "an index (operator.index)"}
-        originals = {name: Tensor.__dict__[name] for name in names}
+    def enter_module(self, module) -> None:
+        """A module's forward starts: its nodes get its path."""
+        self.module_stack.append(self.module_names.get(id(module), type(module).__name__))
+        self._running_modules.append(module)
 
-        def wrap(original, how):
-            def method(t, *args, **kwargs):
-                self.warn_conversion(t, how)
-                with self.quiet():
-                    return original(t, *args, **kwargs)
-            return method
-
-        def wrap_indexing(original):
-            # a boolean mask becomes index positions in Python (normalize_key): baked in too
-            def method(t, key, *value):
-                for k in key if isinstance(key, tuple) else (key,):
-                    if isinstance(k, Tensor) and k.array.dtype == np.bool_ and k.array.ndim:
-                        self.warn_conversion(k, "a boolean mask index (x[mask])")
-                return original(t, key, *value)
-            return method
-
-        for name in ("__getitem__", "__setitem__"):
-            originals[name] = Tensor.__dict__[name]
-            setattr(Tensor, name, wrap_indexing(originals[name]))
-        for name, how in names.items():
-            setattr(Tensor, name, wrap(originals[name], how))
-        try:
-            yield
-        finally:
-            for name, original in originals.items():
-                setattr(Tensor, name, original)
-
-    @contextlib.contextmanager
-    def module_paths(self):
-        """Within this block, nodes get the path of the innermost module whose forward runs."""
-        from modelkit.authoring.nn.module import (register_module_forward_hook,
-                                                  register_module_forward_pre_hook)
-
-        def enter(module, args):
-            self.module_stack.append(self.module_names.get(id(module), type(module).__name__))
-
-        def leave(module, args, output):
-            if self.module_stack:
-                self.module_stack.pop()
-
-        pre, post = register_module_forward_pre_hook(enter), register_module_forward_hook(leave)
-        try:
-            yield
-        finally:
-            pre.remove()
-            post.remove()
-            self.module_stack.clear()
+    def leave_module(self) -> None:
+        if self.module_stack:
+            self.module_stack.pop()
+            self._running_modules.pop()
 
     # ---- dynamic sizes as graph values ------------------------------------------------------
     def size_value(self, size: int, probe_size: int, source: str, module: str):

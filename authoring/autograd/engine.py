@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from modelkit.authoring.device import array_module
 from modelkit.authoring.grad_mode import state
 from modelkit.authoring.tensor import Tensor
 
@@ -96,9 +97,10 @@ def _roots(tensors, grad_tensors):
             if t.array.size != 1:
                 raise RuntimeError(f"grad can be implicitly created only for scalar outputs "
                                    f"(got shape {tuple(t.shape)}); pass gradient=")
-            g = np.ones_like(t.array)
+            g = array_module(t.array).ones_like(t.array)
         else:
-            g = np.asarray(g.array if isinstance(g, Tensor) else g, dtype=t.array.dtype)
+            g = array_module(t.array).asarray(g.array if isinstance(g, Tensor) else g,
+                                              dtype=t.array.dtype)
             if g.shape != t.array.shape:
                 raise RuntimeError(f"Mismatch in shape: grad_output has a shape of "
                                    f"{tuple(g.shape)} and output has a shape of {tuple(t.shape)}")
@@ -191,7 +193,8 @@ def _call_vjp(node, grads):
     if len(grads) == 1:
         input_grads = node.op.backward(node, grads[0])
     else:
-        filled = [g if g is not None else np.zeros_like(o) for g, o in zip(grads, node.out)]
+        filled = [g if g is not None else array_module(o).zeros_like(o)
+                  for g, o in zip(grads, node.out)]
         input_grads = node.op.backward(node, *filled)
     for t, g in zip(node.inputs, input_grads):
         if g is not None and t is not None and g.shape != t.array.shape:
@@ -214,7 +217,7 @@ def _check_versions(node):
 
 
 def _check_backward(node, grads, input_grads):
-    incoming_finite = all(g is None or np.isfinite(g).all() for g in grads)
+    incoming_finite = all(g is None or bool(np.isfinite(g).all()) for g in grads)
     for i, g in enumerate(input_grads):
         if g is not None and incoming_finite and g.dtype.kind == "f" and not np.isfinite(g).all():
             where = node.source or "<source unknown: graph recorded outside detect_anomaly>"
@@ -249,7 +252,7 @@ def _accumulate(t, g):
     """AccumulateGrad: the first gradient is copied (it may alias other arrays), later ones are
     added in place."""
     if t.grad is None:
-        t.grad = Tensor._wrap(np.array(g, dtype=t.array.dtype, copy=True))
+        t.grad = Tensor._wrap(array_module(g).array(g, dtype=t.array.dtype, copy=True))
     else:
         t.grad.array += g
         t.grad._version[0] += 1

@@ -29,7 +29,7 @@ def _mask_scores(scores, attn_mask, key_padding_mask, is_causal):
     import modelkit.authoring as mk
     length, source = scores.shape[-2], scores.shape[-1]
     if attn_mask is None and is_causal:
-        attn_mask = mk.tensor(np.triu(np.ones((length, source), bool), 1))
+        attn_mask = mk.tensor(np.triu(np.ones((length, source), bool), 1), device=scores.device)
     if attn_mask is not None:
         if attn_mask.ndim == 3:  # (N * H, L, S)
             attn_mask = attn_mask.reshape(-1, scores.shape[1], length, source)

@@ -22,8 +22,6 @@ from __future__ import annotations
 from collections import OrderedDict, namedtuple
 from typing import Callable, Iterator
 
-import numpy as np
-
 from modelkit.authoring.nn.hooks import RemovableHandle, add_hook
 from modelkit.authoring.nn.parameter import Parameter, Tensor, as_array, assign_array, \
     tensor_from_array
@@ -285,7 +283,7 @@ class Module:
         for key in slots.keys() & state_dict.keys():
             module, store, name = slots[key]
             current = getattr(module, store)[name]
-            given = tuple(np.shape(as_array(state_dict[key])))
+            given = tuple(as_array(state_dict[key]).shape)
             if given != tuple(current.shape):
                 mismatched.append(
                     f"size mismatch for {key}: copying a param with shape {_size_text(given)} "
@@ -342,7 +340,7 @@ class Module:
             if set_to_none:
                 param.grad = None
             else:
-                assign_array(param.grad, np.zeros(param.grad.shape, param.grad.dtype.numpy))
+                assign_array(param.grad, 0)
 
     def apply(self, fn: Callable[[Module], None]) -> Module:
         """Call `fn` on every submodule (children first) then on self, e.g. to re-initialise."""
@@ -352,11 +350,15 @@ class Module:
         return self
 
     def _apply_to_tensors(self, convert: Callable[[Tensor], Tensor]) -> Module:
+        # Parameters keep their identity (as in PyTorch), so an optimizer made before
+        # `model.to("cuda")` still holds the moved parameters.
         for module in self.modules():
-            for name, param in module._parameters.items():
+            for param in module._parameters.values():
                 if param is not None:
-                    module._parameters[name] = Parameter(convert(param.detach()),
-                                                         requires_grad=param.requires_grad)
+                    param.array = convert(param.detach()).array
+                    param._version[0] += 1
+                    if param.grad is not None:
+                        param.grad = convert(param.grad)
             for name, buffer in module._buffers.items():
                 if buffer is not None:
                     module._buffers[name] = convert(buffer)
@@ -364,7 +366,8 @@ class Module:
 
     def to(self, *args, **kwargs) -> Module:
         """Move parameters and buffers to a device and/or cast floating ones to a dtype, in
-        place (returns self): `model.to("cpu")`, `model.to(mk.float64)`."""
+        place (returns self): `model.to("cuda")`, `model.to(mk.float64)`. Parameters stay the
+        same objects (an optimizer made before still holds them); gradients move with them."""
         return self._apply_to_tensors(
             lambda t: t.to(*args, **kwargs) if t.dtype.is_floating_point
             else t.to(*[a for a in args if not _is_dtype(a)],

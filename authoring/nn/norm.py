@@ -44,9 +44,11 @@ class _BatchNorm(Module):
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean", mk.zeros(num_features, dtype=dtype))
-            self.register_buffer("running_var", mk.ones(num_features, dtype=dtype))
-            self.register_buffer("num_batches_tracked", mk.tensor(0, dtype=mk.int64))
+            self.register_buffer("running_mean", mk.zeros(num_features, dtype=dtype,
+                                                          device=device))
+            self.register_buffer("running_var", mk.ones(num_features, dtype=dtype, device=device))
+            self.register_buffer("num_batches_tracked", mk.tensor(0, dtype=mk.int64,
+                                                                  device=device))
         else:
             for name in ("running_mean", "running_var", "num_batches_tracked"):
                 self.register_buffer(name, None)

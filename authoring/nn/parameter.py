@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from modelkit.authoring.device import check, move_array
 from modelkit.authoring.tensor import Tensor
 
 __all__ = ["Parameter", "Tensor", "as_array", "assign_array", "tensor_from_array"]
@@ -58,17 +59,21 @@ def assign_array(target: Tensor, source) -> None:
         >>> t = mk.zeros(2); assign_array(t, [1, 2]); t
         tensor([1., 2.])
     """
-    target.array[...] = as_array(source)
+    source = as_array(source)
+    if not isinstance(target.array, np.ndarray) or not isinstance(source, np.ndarray):
+        source = move_array(source, target.device)  # e.g. a cpu state_dict into a cuda model
+    target.array[...] = source
     target._version[0] += 1
 
 
-def tensor_from_array(array: np.ndarray, device=None) -> Tensor:
-    """Wrap an array as a Tensor without copying (device: only 'cpu' exists for now).
+def tensor_from_array(array, device=None) -> Tensor:
+    """Wrap an array as a Tensor, without copying when it is on `device` already (None: where it
+    is); else a copy on `device` (how `mk.load(map_location=)` places checkpoints).
 
     Example:
         >>> tensor_from_array(np.ones(2, np.float32))
         tensor([1., 1.])
     """
-    from modelkit.authoring.device import check
-    check(device)
+    if device is not None:
+        array = move_array(array, check(device))
     return Tensor._wrap(array)

@@ -31,6 +31,21 @@ def unbroadcast(g, shape):
     return g.reshape(shape)
 
 
+def scatter_add(target, key, values) -> None:
+    """`target[key] += values` with repeated indices accumulating (numpy's `add.at`; on cupy
+    `cupyx.scatter_add`, the same operation with atomics).
+
+    Example:
+        >>> t = np.zeros(2); scatter_add(t, np.array([0, 0]), np.ones(2)); t
+        array([2., 0.])
+    """
+    if isinstance(target, np.ndarray):
+        np.add.at(target, key, values)
+        return
+    import cupyx  # only reached with cupy arrays, so cupy is already imported
+    cupyx.scatter_add(target, key, values)
+
+
 def dims(dim, ndim):
     """Normalise `dim` (None, int, or sequence of ints) to None or a sorted tuple of axes."""
     if dim is None:

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from modelkit.authoring.device import array_module
 from modelkit.authoring.ops.common import binary_operands, cast, scalar_tensor, unbroadcast
 from modelkit.authoring.ops.registry import OPS, Attr, Onnx, apply, primitive
 from modelkit.authoring.ops.special import erf as _erf
@@ -51,11 +52,12 @@ def _div_vjp(c, g):
 
 def _pow_vjp(c, g):
     a, b = c.arrays
-    ga = unbroadcast(g * b * np.power(a, b - 1), a.shape) if _needs(c, 0) else None
+    xp = array_module(g)
+    ga = unbroadcast(g * b * xp.power(a, b - 1), a.shape) if _needs(c, 0) else None
     gb = None
     if _needs(c, 1):
         with np.errstate(divide="ignore", invalid="ignore"):
-            log_a = np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0).astype(a.dtype)
+            log_a = xp.where(a > 0, xp.log(xp.where(a > 0, a, 1)), 0).astype(a.dtype)
         gb = unbroadcast(g * c.out * log_a, b.shape)
     return ga, gb
 
@@ -70,7 +72,7 @@ def _max_vjp(c, g, pick_first=np.greater):
 def _remainder_vjp(c, g):
     a, b = c.arrays
     return (unbroadcast(g, a.shape) if _needs(c, 0) else None,
-            unbroadcast(-g * np.floor(a / b), b.shape) if _needs(c, 1) else None)
+            unbroadcast(-g * array_module(g).floor(a / b), b.shape) if _needs(c, 1) else None)
 
 
 _BINARY = {
@@ -123,14 +125,14 @@ def _gelu(xp, x, approximate="none"):
 
 
 def _gelu_vjp(c, g):
-    x = _x(c)
+    x, xp = _x(c), array_module(g)
     if c.attrs.get("approximate", "none") == "tanh":
         inner = _SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
-        t = np.tanh(inner)
+        t = xp.tanh(inner)
         d_inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
         return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d_inner),)
-    cdf = 0.5 * (1 + _erf(np, x * _INV_SQRT_2))
-    pdf = np.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+    cdf = 0.5 * (1 + _erf(xp, x * _INV_SQRT_2))
+    pdf = xp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
     return (g * (cdf + x * pdf),)
 
 
@@ -143,9 +145,9 @@ def _softplus(xp, x, beta=1.0, threshold=20.0):
 
 def _softplus_vjp(c, g):
     x, beta, threshold = _x(c), c.attrs.get("beta", 1.0), c.attrs.get("threshold", 20.0)
-    bx = x * beta
-    sig = 0.5 * (1 + np.tanh(0.5 * bx))  # sigmoid without overflow
-    return (g * np.where(bx > threshold, 1, sig).astype(g.dtype),)
+    bx, xp = x * beta, array_module(g)
+    sig = 0.5 * (1 + xp.tanh(0.5 * bx))  # sigmoid without overflow
+    return (g * xp.where(bx > threshold, 1, sig).astype(g.dtype),)
 
 
 def _sigmoid(xp, x):
@@ -159,7 +161,7 @@ def _clamp(xp, x, min=None, max=None):  # noqa: A002  (PyTorch's argument names)
 
 def _clamp_vjp(c, g):
     x, low, high = _x(c), c.attrs.get("min"), c.attrs.get("max")
-    inside = np.ones(x.shape, dtype=bool)
+    inside = array_module(x).ones(x.shape, dtype=bool)
     if low is not None:
         inside &= x >= low
     if high is not None:
@@ -168,7 +170,7 @@ def _clamp_vjp(c, g):
 
 
 def _zero_vjp(c, g):
-    return (np.zeros_like(g),)
+    return (array_module(g).zeros_like(g),)
 
 
 _UNARY = {
@@ -180,23 +182,23 @@ _UNARY = {
     "sqrt": (_quiet(lambda xp, x: xp.sqrt(x)), lambda c, g: (g / (2 * c.out),), Onnx("Sqrt")),
     "reciprocal": (_quiet(lambda xp, x: xp.reciprocal(x)), lambda c, g: (-g * c.out * c.out,),
                    Onnx("Reciprocal")),
-    "abs": (lambda xp, x: xp.abs(x), lambda c, g: (g * np.sign(_x(c)),), Onnx("Abs")),
+    "abs": (lambda xp, x: xp.abs(x), lambda c, g: (g * array_module(g).sign(_x(c)),), Onnx("Abs")),
     "sign": (lambda xp, x: xp.sign(x), _zero_vjp, Onnx("Sign")),
     "floor": (lambda xp, x: xp.floor(x), _zero_vjp, Onnx("Floor")),
     "ceil": (lambda xp, x: xp.ceil(x), _zero_vjp, Onnx("Ceil")),
     "round": (lambda xp, x: xp.round(x), _zero_vjp, Onnx("Round", since=11)),
-    "sin": (lambda xp, x: xp.sin(x), lambda c, g: (g * np.cos(_x(c)),), Onnx("Sin")),
-    "cos": (lambda xp, x: xp.cos(x), lambda c, g: (-g * np.sin(_x(c)),), Onnx("Cos")),
+    "sin": (lambda xp, x: xp.sin(x), lambda c, g: (g * array_module(g).cos(_x(c)),), Onnx("Sin")),
+    "cos": (lambda xp, x: xp.cos(x), lambda c, g: (-g * array_module(g).sin(_x(c)),), Onnx("Cos")),
     "tanh": (lambda xp, x: xp.tanh(x), lambda c, g: (g * (1 - c.out * c.out),), Onnx("Tanh")),
     "sigmoid": (_sigmoid, lambda c, g: (g * c.out * (1 - c.out),), Onnx("Sigmoid")),
     "relu": (lambda xp, x: xp.maximum(x, 0), lambda c, g: (g * (c.out > 0),), Onnx("Relu")),
     "leaky_relu": (lambda xp, x, negative_slope=0.01: xp.where(x > 0, x, x * negative_slope),
-                   lambda c, g: (np.where(_x(c) > 0, g, g * c.attrs["negative_slope"]),),
+                   lambda c, g: (array_module(g).where(_x(c) > 0, g, g * c.attrs["negative_slope"]),),
                    Onnx("LeakyRelu", {"alpha": Attr("negative_slope")})),
     "gelu": (_gelu, _gelu_vjp, Onnx("Gelu", {"approximate": Attr("approximate")}, since=20)),
     "softplus": (_softplus, _softplus_vjp, Onnx("Softplus")),
     "erf": (lambda xp, x: _erf(xp, x),
-            lambda c, g: (g * _TWO_OVER_SQRT_PI * np.exp(-_x(c) * _x(c)),), Onnx("Erf")),
+            lambda c, g: (g * _TWO_OVER_SQRT_PI * array_module(g).exp(-_x(c) * _x(c)),), Onnx("Erf")),
     "clamp": (_clamp, _clamp_vjp, (Onnx("Clip", {"min": Attr("min"), "max": Attr("max")}, since=6),
                                    Onnx("Clip", inputs_from_attrs=("min", "max"), since=11))),
 }
@@ -230,10 +232,11 @@ def _where(xp, condition, a, b):
 @_where.vjp
 def _where_vjp(c, g):
     cond, a, b = c.arrays
-    zero = np.zeros((), dtype=g.dtype)
+    xp = array_module(g)
+    zero = xp.zeros((), dtype=g.dtype)
     return (None,
-            unbroadcast(np.where(cond, g, zero), a.shape) if _needs(c, 1) else None,
-            unbroadcast(np.where(cond, zero, g), b.shape) if _needs(c, 2) else None)
+            unbroadcast(xp.where(cond, g, zero), a.shape) if _needs(c, 1) else None,
+            unbroadcast(xp.where(cond, zero, g), b.shape) if _needs(c, 2) else None)
 
 
 # ---- public functions ----------------------------------------------------------------------

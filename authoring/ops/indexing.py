@@ -16,8 +16,10 @@ import numbers
 
 import numpy as np
 
+from modelkit.authoring.device import array_module
 from modelkit.authoring.errors import DTypeError, ShapeError
-from modelkit.authoring.ops.common import cast, check_dim, scalar_tensor, unbroadcast
+from modelkit.authoring.ops.common import (cast, check_dim, scatter_add,
+                                           scalar_tensor, unbroadcast)
 from modelkit.authoring.ops.registry import OPS, Attr, Onnx, apply, primitive
 from modelkit.authoring.tensor import Tensor
 
@@ -36,9 +38,9 @@ def _index(xp, x, key):
 @_index.vjp
 def _index_vjp(c, g):
     x, key = c.arrays[0], c.attrs["key"]
-    gx = np.zeros(x.shape, dtype=g.dtype)
+    gx = array_module(g).zeros(x.shape, dtype=g.dtype)
     if _is_advanced(key):
-        np.add.at(gx, key, g)
+        scatter_add(gx, key, g)
     else:
         gx[key] = g
     return (gx,)
@@ -71,8 +73,8 @@ def _index_select(xp, x, index, dim):
 def _index_select_vjp(c, g):
     x, index = c.arrays
     dim = c.attrs["dim"]
-    gx = np.zeros(x.shape, dtype=g.dtype)
-    np.add.at(gx, (slice(None),) * dim + (index,), g)
+    gx = array_module(g).zeros(x.shape, dtype=g.dtype)
+    scatter_add(gx, (slice(None),) * dim + (index,), g)
     return gx, None
 
 
@@ -85,10 +87,11 @@ def _gather(xp, x, index, dim):
 def _gather_vjp(c, g):
     x, index = c.arrays
     dim = c.attrs["dim"]
-    positions = list(np.ogrid[tuple(slice(s) for s in index.shape)])
+    xp = array_module(g)
+    positions = list(xp.ogrid[tuple(slice(s) for s in index.shape)])
     positions[dim] = index
-    gx = np.zeros(x.shape, dtype=g.dtype)
-    np.add.at(gx, tuple(positions), g)
+    gx = xp.zeros(x.shape, dtype=g.dtype)
+    scatter_add(gx, tuple(positions), g)
     return gx, None
 
 
@@ -100,8 +103,8 @@ def _embedding(xp, weight, indices, padding_idx=None):
 @_embedding.vjp
 def _embedding_vjp(c, g):
     weight, indices = c.arrays
-    gw = np.zeros(weight.shape, dtype=g.dtype)
-    np.add.at(gw, indices.reshape(-1), g.reshape(-1, weight.shape[1]))
+    gw = array_module(g).zeros(weight.shape, dtype=g.dtype)
+    scatter_add(gw, indices.reshape(-1), g.reshape(-1, weight.shape[1]))
     if c.attrs.get("padding_idx") is not None:
         gw[c.attrs["padding_idx"]] = 0
     return gw, None
@@ -174,7 +177,7 @@ def index_put(input, key, values):  # noqa: A002
     """
     if not isinstance(values, Tensor):
         values = scalar_tensor(values, input.array.dtype) if np.isscalar(values) else \
-            Tensor._wrap(np.asarray(values, dtype=input.array.dtype))
+            Tensor._wrap(array_module(input.array).asarray(values, dtype=input.array.dtype))
     return apply(OPS["index_put"], input, cast(values, input.array.dtype),
                  key=normalize_key(key, input.array.shape))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from modelkit.authoring.device import array_module
 from modelkit.authoring.errors import DTypeError, ShapeError
 from modelkit.authoring.ops.common import shape_str, unbroadcast
 from modelkit.authoring.ops.registry import OPS, Onnx, apply, primitive
@@ -28,15 +29,16 @@ def _matmul_vjp(c, g):
     # 1-D operands act as a row (a) or a column (b) vector; restore those dims in g
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
+    xp = array_module(g)
     if a.ndim == 1:
-        g = np.expand_dims(g, -2)
+        g = xp.expand_dims(g, -2)
     if b.ndim == 1:
-        g = np.expand_dims(g, -1)
+        g = xp.expand_dims(g, -1)
     ga = gb = None
     if c.needs_input_grad[0]:
-        ga = unbroadcast(np.matmul(g, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
+        ga = unbroadcast(xp.matmul(g, xp.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
     if c.needs_input_grad[1]:
-        gb = unbroadcast(np.matmul(np.swapaxes(a2, -1, -2), g), b2.shape).reshape(b.shape)
+        gb = unbroadcast(xp.matmul(xp.swapaxes(a2, -1, -2), g), b2.shape).reshape(b.shape)
     return ga, gb
 
 
@@ -57,10 +59,10 @@ def _linear_vjp(c, g):
     x, weight, bias = c.arrays
     gx = gw = gb = None
     if c.needs_input_grad[0]:
-        gx = np.matmul(g, weight)
+        gx = g @ weight
     g2 = g.reshape(-1, g.shape[-1])
     if c.needs_input_grad[1]:
-        gw = np.matmul(g2.T, x.reshape(-1, x.shape[-1]))
+        gw = g2.T @ x.reshape(-1, x.shape[-1])
     if bias is not None and c.needs_input_grad[2]:
         gb = g2.sum(axis=0)
     return gx, gw, gb

@@ -17,15 +17,14 @@ Example:
 
 from __future__ import annotations
 
-import numpy as np
-
-from modelkit.authoring.device import check as check_device
+from modelkit.authoring.device import array_module
 from modelkit.authoring import dtypes
 from modelkit.authoring.errors import ShapeError
 from modelkit.authoring.grad_mode import no_grad, state
 from modelkit.authoring.ops import elementwise as ew
 from modelkit.authoring.ops import indexing, linalg, reduce, registry, shape
 from modelkit.authoring.ops.common import as_tensor_operand, cast
+from modelkit.authoring.ops.transfer import to_device
 from modelkit.authoring.tensor import Tensor
 
 _LEAF_IN_PLACE = ("a leaf Variable that requires grad is being used in an in-place operation.")
@@ -49,7 +48,7 @@ def in_place(self: Tensor, compute, name: str) -> Tensor:
         self.array, self._version = result.array, result._version
         self._node, self._index, self.requires_grad = result._node, result._index, True
     else:
-        np.copyto(self.array, result.array)
+        array_module(self.array).copyto(self.array, result.array)
         self._version[0] += 1
     if registry.tracer is not None:
         registry.tracer(registry.INPLACE_ASSIGN, (result,), {}, (self,))
@@ -86,7 +85,8 @@ def _fill_(self, value):
 
 
 def _constant_like(self, value):
-    return Tensor._wrap(np.full(self.array.shape, value, dtype=self.array.dtype))
+    return Tensor._wrap(array_module(self.array).full(self.array.shape, value,
+                                                      dtype=self.array.dtype))
 
 
 def _zero_(self):
@@ -96,7 +96,7 @@ def _zero_(self):
 
 def _copy_(self, src, non_blocking=False):
     """Copy `src`'s values (broadcast, cast to self's dtype) into self."""
-    src = as_tensor_operand(src)
+    src = to_device(as_tensor_operand(src), self.device)  # copy_ crosses devices, as in torch
     return in_place(self, lambda: cast(shape.expand(src, self.array.shape), self.array.dtype)
                     if src.array.shape != self.array.shape else cast(src, self.array.dtype),
                     "copy_")
@@ -106,14 +106,14 @@ def _uniform_(self, a=0.0, b=1.0):
     """Fill with uniform samples in [a, b) from the global generator."""
     from modelkit.authoring.creation import rand
     with no_grad():
-        return _copy_(self, rand(self.array.shape, dtype=self.dtype) * (b - a) + a)
+        return _copy_(self, rand(self.array.shape, dtype=self.dtype, device=self.device) * (b - a) + a)
 
 
 def _normal_(self, mean=0.0, std=1.0):
     """Fill with normal samples from the global generator."""
     from modelkit.authoring.creation import randn
     with no_grad():
-        return _copy_(self, randn(self.array.shape, dtype=self.dtype) * std + mean)
+        return _copy_(self, randn(self.array.shape, dtype=self.dtype, device=self.device) * std + mean)
 
 
 def _to(self, *args, **kwargs):
@@ -130,8 +130,8 @@ def _to(self, *args, **kwargs):
             dtype = arg
         elif arg is not None:
             device = arg
-    check_device(device)
-    return self if dtype is None else cast(self, dtypes.from_any(dtype).numpy)
+    moved = self if device is None else to_device(self, device)
+    return moved if dtype is None else cast(moved, dtypes.from_any(dtype).numpy)
 
 
 def _cast_method(dtype):
@@ -154,7 +154,8 @@ def _reflect(fn):
 
 def _new(maker):
     def method(self, *args, dtype=None, device=None, requires_grad=False, **kwargs):
-        return maker(*args, dtype=dtype or self.dtype, device=device,
+        return maker(*args, dtype=dtype or self.dtype,
+                     device=device if device is not None else self.device,
                      requires_grad=requires_grad, **kwargs)
     return method
 

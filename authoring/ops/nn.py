@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from modelkit.authoring.device import array_module
 from modelkit.authoring.ops.registry import Attr, Onnx, primitive
 from modelkit.authoring.random import numpy_generator
 from modelkit.edge_runtime.kernels import conv as conv_kernels
@@ -49,7 +50,7 @@ def _log_softmax(xp, x, dim):
 
 @_log_softmax.vjp
 def _log_softmax_vjp(c, g):
-    return (g - np.exp(c.out) * g.sum(axis=c.attrs["dim"], keepdims=True),)
+    return (g - array_module(g).exp(c.out) * g.sum(axis=c.attrs["dim"], keepdims=True),)
 
 
 # ---- convolution ---------------------------------------------------------------------------
@@ -146,7 +147,7 @@ def _adaptive_avg_pool2d(xp, x, output_size):
 @_adaptive_avg_pool2d.vjp
 def _adaptive_avg_pool2d_vjp(c, g):
     x_shape, output_size = c.arrays[0].shape, c.attrs["output_size"]
-    gx = np.zeros(x_shape, dtype=g.dtype)
+    gx = array_module(g).zeros(x_shape, dtype=g.dtype)
     for i, (r0, r1) in enumerate(_bins(x_shape[-2], output_size[0])):
         for j, (c0, c1) in enumerate(_bins(x_shape[-1], output_size[1])):
             gx[..., r0:r1, c0:c1] += (g[..., i, j] / ((r1 - r0) * (c1 - c0)))[..., None, None]
@@ -170,7 +171,7 @@ def _affine_grads(c, g, x_hat, axes):
 def _batch_norm(xp, x, weight, bias, running_mean, running_var, *, eps):
     """Inference form: normalise with the running statistics."""
     channels = x.shape[1]
-    ones, zeros = np.ones(channels, x.dtype), np.zeros(channels, x.dtype)
+    ones, zeros = xp.ones(channels, x.dtype), xp.zeros(channels, x.dtype)
     return norm_kernels.batch_normalization(
         xp, x, ones if weight is None else weight, zeros if bias is None else bias,
         running_mean, running_var, epsilon=eps)[0]
@@ -180,7 +181,7 @@ def _batch_norm(xp, x, weight, bias, running_mean, running_var, *, eps):
 def _batch_norm_vjp(c, g):
     x, weight, bias, mean, var = c.arrays
     shape = _channel_shape(x)
-    inv_std = (1 / np.sqrt(var + c.attrs["eps"])).astype(x.dtype).reshape(shape)
+    inv_std = (1 / array_module(g).sqrt(var + c.attrs["eps"])).astype(x.dtype).reshape(shape)
     axes = (0,) + tuple(range(2, x.ndim))
     scale = inv_std if weight is None else inv_std * weight.reshape(shape)
     gx = g * scale if c.needs_input_grad[0] else None
@@ -293,7 +294,11 @@ def _group_norm_vjp(c, g):
            saves_inputs=False)
 def _dropout(xp, x, *, p):
     """Training-mode dropout; the keep-mask comes from the global generator (mk.manual_seed)."""
-    keep = numpy_generator().random(x.shape, dtype=np.float32) >= p
+    if xp is np:
+        keep = numpy_generator().random(x.shape, dtype=np.float32) >= p
+    else:
+        from modelkit.authoring import cuda
+        keep = cuda.random_state(x.device.id).random_sample(x.shape, dtype=np.float32) >= p
     scale = keep * x.dtype.type(1 / (1 - p))
     return x * scale, scale
 

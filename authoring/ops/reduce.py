@@ -17,6 +17,7 @@ import numbers
 import numpy as np
 
 from modelkit.authoring import dtypes
+from modelkit.authoring.device import array_module
 from modelkit.authoring.ops.common import cast, check_dim, dims
 from modelkit.authoring.ops.registry import OPS, Attr, Onnx, apply, primitive
 from modelkit.authoring.tensor import Tensor
@@ -26,7 +27,7 @@ def _expand_back(c, g):
     """`g` with the reduced axes re-inserted (size 1), ready to broadcast against the input."""
     axes = c.attrs["dim"]
     if not c.attrs["keepdim"]:
-        g = np.expand_dims(g, axes if axes is not None else tuple(range(c.arrays[0].ndim)))
+        g = array_module(g).expand_dims(g, axes if axes is not None else tuple(range(c.arrays[0].ndim)))
     return g
 
 
@@ -44,7 +45,7 @@ def _sum(xp, x, dim, keepdim):
 
 @_sum.vjp
 def _sum_vjp(c, g):
-    return (np.broadcast_to(_expand_back(c, g), c.arrays[0].shape),)
+    return (array_module(g).broadcast_to(_expand_back(c, g), c.arrays[0].shape),)
 
 
 @primitive("mean", onnx=_reduce_onnx("ReduceMean"), saves_inputs=False)
@@ -56,7 +57,7 @@ def _mean(xp, x, dim, keepdim):
 def _mean_vjp(c, g):
     x = c.arrays[0]
     count = x.size // builtins.max(c.out.size, 1) if x.size else 1
-    return (np.broadcast_to(_expand_back(c, g) / count, x.shape),)
+    return (array_module(g).broadcast_to(_expand_back(c, g) / count, x.shape),)
 
 
 def _extreme_vjp(c, g):
@@ -83,13 +84,13 @@ def _prod(xp, x, dim, keepdim):
 def _prod_vjp(c, g):
     # product of all *other* elements = exclusive cumprod from the left * from the right;
     # exact with zeros, unlike out / x
-    x, axes = c.arrays[0], c.attrs["dim"]
-    moved = x.reshape(-1) if axes is None else np.moveaxis(x, axes[0], -1)
-    ones = np.ones(moved.shape[:-1] + (1,), dtype=x.dtype)
-    left = np.cumprod(np.concatenate([ones, moved[..., :-1]], axis=-1), axis=-1)
-    right = np.cumprod(np.concatenate([ones, moved[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    x, axes, xp = c.arrays[0], c.attrs["dim"], array_module(g)
+    moved = x.reshape(-1) if axes is None else xp.moveaxis(x, axes[0], -1)
+    ones = xp.ones(moved.shape[:-1] + (1,), dtype=x.dtype)
+    left = xp.cumprod(xp.concatenate([ones, moved[..., :-1]], axis=-1), axis=-1)
+    right = xp.cumprod(xp.concatenate([ones, moved[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
     others = left * right
-    others = others.reshape(x.shape) if axes is None else np.moveaxis(others, -1, axes[0])
+    others = others.reshape(x.shape) if axes is None else xp.moveaxis(others, -1, axes[0])
     return (others * _expand_back(c, g),)
 
 
@@ -103,7 +104,7 @@ def _logsumexp(xp, x, dim, keepdim):
 
 @_logsumexp.vjp
 def _logsumexp_vjp(c, g):
-    return (_expand_back(c, g) * np.exp(c.arrays[0] - _expand_back(c, c.out)),)
+    return (_expand_back(c, g) * array_module(g).exp(c.arrays[0] - _expand_back(c, c.out)),)
 
 
 @primitive("cumsum", onnx=Onnx("CumSum", inputs_from_attrs=("dim",), since=11),
@@ -114,8 +115,8 @@ def _cumsum(xp, x, dim):
 
 @_cumsum.vjp
 def _cumsum_vjp(c, g):
-    d = c.attrs["dim"]
-    return (np.flip(np.cumsum(np.flip(g, d), axis=d), d),)
+    d, xp = c.attrs["dim"], array_module(g)
+    return (xp.flip(xp.cumsum(xp.flip(g, d), axis=d), d),)
 
 
 def _arg_extreme(np_fn):

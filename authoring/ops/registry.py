@@ -43,6 +43,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from modelkit.authoring.device import dispatch, op_module
 from modelkit.authoring.grad_mode import state
 from modelkit.authoring.errors import ShapeError
 
@@ -233,8 +234,11 @@ def apply(op: OpDef, *inputs, **attrs):
         tensor([2., 2.])
     """
     arrays = tuple([t.array if t is not None else None for t in inputs])
+    xp = np
+    if dispatch.cuda_in_use:  # the one device check of every op (and the cupy switch)
+        xp, arrays = op_module(op.name, arrays)
     try:
-        out = op.forward(np, *arrays, **attrs)
+        out = op.forward(xp, *arrays, **attrs)
     except ValueError as error:
         if isinstance(error, ShapeError):
             raise
@@ -249,7 +253,7 @@ def apply(op: OpDef, *inputs, **attrs):
             node = Node(op, inputs, arrays, attrs, out, saved, needs)
     if op.n_outputs == 1:
         if type(out) is not np.ndarray:
-            out = np.asarray(out)
+            out = xp.asarray(out)
             if node is not None:
                 node.out = out
         result = _wrap(out, node, 0)
@@ -258,7 +262,7 @@ def apply(op: OpDef, *inputs, **attrs):
         if tracer is not None or state.anomaly:
             _observe(op, inputs, attrs, (result,))
         return result
-    out = tuple([o if type(o) is np.ndarray else np.asarray(o) for o in out])
+    out = tuple([o if type(o) is np.ndarray else xp.asarray(o) for o in out])
     if node is not None:
         node.out = out
     result = tuple([_wrap(o, node, i) for i, o in enumerate(out)])
@@ -290,7 +294,7 @@ def _shape_message(op, arrays, error) -> str:
 
 
 def _nonfinite(array) -> bool:
-    return array.dtype.kind in "fc" and not np.isfinite(array).all()
+    return array.dtype.kind in "fc" and not bool(np.isfinite(array).all())  # cupy: one sync
 
 
 def _has_nonfinite_attr(attrs) -> bool:

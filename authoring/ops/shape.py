@@ -15,8 +15,9 @@ import numbers
 import numpy as np
 
 from modelkit.authoring import dtypes
+from modelkit.authoring.device import array_module
 from modelkit.authoring.errors import ShapeError
-from modelkit.authoring.ops.common import cast, check_dim, unbroadcast
+from modelkit.authoring.ops.common import cast, check_dim, scatter_add, unbroadcast
 from modelkit.authoring.ops.registry import OPS, Attr, Onnx, apply, primitive
 from modelkit.authoring.tensor import Tensor
 
@@ -44,7 +45,7 @@ def _permute(xp, x, dims):
 
 @_permute.vjp
 def _permute_vjp(c, g):
-    return (np.transpose(g, np.argsort(c.attrs["dims"])),)
+    return (array_module(g).transpose(g, tuple(np.argsort(c.attrs["dims"]).tolist())),)
 
 
 @primitive("expand", onnx=Onnx("Expand", inputs_from_attrs=("shape",), since=8),
@@ -65,20 +66,20 @@ def _cat(xp, *arrays, dim):
 
 @_cat.vjp
 def _cat_vjp(c, g):
-    bounds = np.cumsum([a.shape[c.attrs["dim"]] for a in c.arrays])[:-1]
-    return tuple(np.split(g, bounds, axis=c.attrs["dim"]))
+    bounds = np.cumsum([a.shape[c.attrs["dim"]] for a in c.arrays])[:-1].tolist()
+    return tuple(array_module(g).split(g, bounds, axis=c.attrs["dim"]))
 
 
 @primitive("split", onnx=(Onnx("Split", {"axis": Attr("dim"), "split": Attr("sizes")}, since=2),
                          Onnx("Split", {"axis": Attr("dim")}, inputs_from_attrs=("sizes",),
                               since=13)), n_outputs=None, saves_inputs=False)
 def _split(xp, x, sizes, dim):
-    return tuple(xp.split(x, np.cumsum(sizes)[:-1], axis=dim))
+    return tuple(xp.split(x, np.cumsum(sizes)[:-1].tolist(), axis=dim))
 
 
 @_split.vjp
 def _split_vjp(c, *grads):
-    return (np.concatenate(grads, axis=c.attrs["dim"]),)
+    return (array_module(grads[0]).concatenate(grads, axis=c.attrs["dim"]),)
 
 
 @primitive("repeat", onnx=Onnx("Tile", inputs_from_attrs=("repeats",), since=6),
@@ -116,7 +117,7 @@ def _pad(xp, x, pads, mode, value):
 
 @_pad.vjp
 def _pad_vjp(c, g):
-    x, pads, mode = c.arrays[0], c.attrs["pads"], c.attrs["mode"]
+    x, pads, mode, xp = c.arrays[0], c.attrs["pads"], c.attrs["mode"], array_module(g)
     n = x.ndim
     for axis in range(n):
         before, after = pads[axis], pads[axis + n]
@@ -124,14 +125,14 @@ def _pad_vjp(c, g):
             continue
         size = x.shape[axis]
         if mode == "constant":
-            g = np.take(g, np.arange(before, before + size), axis=axis)
+            g = g[(slice(None),) * axis + (slice(before, before + size),)]
             continue
         # where each padded position reads from: accumulate the gradient back there
-        source = np.pad(np.arange(size), (before, after), mode=mode)
+        source = xp.asarray(np.pad(np.arange(size), (before, after), mode=mode))
         shape = list(g.shape)
         shape[axis] = size
-        folded = np.zeros(shape, dtype=g.dtype)
-        np.add.at(folded, (slice(None),) * axis + (source,), g)
+        folded = xp.zeros(shape, dtype=g.dtype)
+        scatter_add(folded, (slice(None),) * axis + (source,), g)
         g = folded
     return (g,)
 

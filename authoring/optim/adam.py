@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from modelkit.authoring.device import array_module
 from modelkit.authoring.optim.optimizer import Optimizer
 
@@ -40,10 +42,6 @@ class Adam(Optimizer):
     def update(self, param, grad, state, group):
         xp = array_module(param)
         lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
-        if wd and self.decoupled_weight_decay:
-            param *= 1 - lr * wd
-        elif wd:
-            grad = grad + wd * param
         if not state:
             state["step"] = 0
             state["exp_avg"] = xp.zeros_like(param)
@@ -51,6 +49,13 @@ class Adam(Optimizer):
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = xp.zeros_like(param)
         state["step"] += 1
+        if xp is not np and not group["amsgrad"]:
+            self._fused_update(xp, param, grad, state, group, lr, beta1, beta2)
+            return
+        if wd and self.decoupled_weight_decay:
+            param *= 1 - lr * wd
+        elif wd:
+            grad = grad + wd * param
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg *= beta1
         exp_avg += (1 - beta1) * grad
@@ -64,6 +69,16 @@ class Adam(Optimizer):
         bias2_sqrt = math.sqrt(1 - beta2 ** state["step"])
         denom = xp.sqrt(second) / bias2_sqrt + group["eps"]
         param -= (lr / bias1) * exp_avg / denom
+
+    def _fused_update(self, cupy, param, grad, state, group, lr, beta1, beta2):
+        """The whole update as one CUDA kernel (see fused_cuda)."""
+        from modelkit.authoring.optim.fused_cuda import adam_step
+        wd, step = group["weight_decay"], state["step"]
+        decoupled = self.decoupled_weight_decay
+        adam_step(cupy, param, grad, state["exp_avg"], state["exp_avg_sq"],
+                  l2=0.0 if decoupled else wd, decay=1 - lr * wd if decoupled else 1.0,
+                  beta1=beta1, beta2=beta2, step_size=lr / (1 - beta1 ** step),
+                  bias2_sqrt=math.sqrt(1 - beta2 ** step), eps=group["eps"])
 
 
 class AdamW(Adam):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from modelkit.authoring.device import move_array
 from modelkit.authoring.grad_mode import enable_grad
 from modelkit.authoring.nn.parameter import Tensor, as_array, tensor_from_array
 
@@ -117,7 +118,7 @@ class Optimizer:
         self.state = {}
         for i, s in state_dict["state"].items():
             p = by_index[int(i)]
-            self.state[p] = {k: as_array(v).astype(p.array.dtype, copy=True)
+            self.state[p] = {k: move_array(as_array(v), p.device).astype(p.array.dtype)
                              if isinstance(v, Tensor) or hasattr(v, "shape") else v
                              for k, v in s.items()}
 

@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
+
 from modelkit.authoring.device import array_module
 from modelkit.authoring.optim.optimizer import Optimizer
 
@@ -34,15 +36,30 @@ class SGD(Optimizer):
                                       maximize=maximize))
 
     def update(self, param, grad, state, group):
+        xp = array_module(param)
+        if group["momentum"] and xp is not np:
+            self._fused_update(xp, param, grad, state, group)
+            return
         if group["weight_decay"]:
             grad = grad + group["weight_decay"] * param
         momentum = group["momentum"]
         if momentum:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = array_module(grad).array(grad, copy=True)
+                buf = state["momentum_buffer"] = xp.array(grad, copy=True)
             else:
                 buf *= momentum
                 buf += (1 - group["dampening"]) * grad
             grad = grad + momentum * buf if group["nesterov"] else buf
         param -= group["lr"] * grad
+
+    @staticmethod
+    def _fused_update(cupy, param, grad, state, group):
+        """The momentum update as one CUDA kernel (see fused_cuda)."""
+        from modelkit.authoring.optim.fused_cuda import sgd_step
+        first = "momentum_buffer" not in state
+        if first:
+            state["momentum_buffer"] = cupy.empty_like(param)
+        sgd_step(cupy, param, grad, state["momentum_buffer"], lr=group["lr"],
+                 momentum=group["momentum"], dampening=group["dampening"],
+                 weight_decay=group["weight_decay"], nesterov=group["nesterov"], first=first)

@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from modelkit.authoring.device import array_module
 from modelkit.authoring.nn.parameter import Tensor, tensor_from_array
 
 __all__ = ["Dataset", "TensorDataset", "Subset", "DataLoader", "default_collate"]
@@ -78,7 +79,7 @@ def default_collate(batch: list):
     """
     first = batch[0]
     if isinstance(first, Tensor):
-        return tensor_from_array(np.stack([b.array for b in batch]))
+        return tensor_from_array(array_module(first.array).stack([b.array for b in batch]))
     if isinstance(first, np.ndarray):
         return tensor_from_array(np.stack(batch))
     if isinstance(first, (bool, int, float, np.number)):

@@ -25,6 +25,7 @@ from typing import Optional
 import numpy as np
 
 from modelkit.exporter.ir import Graph, Node, Value
+from modelkit.exporter.passes.cleanup import take_output_place
 
 
 def fold_conv_batchnorm(graph: Graph) -> int:
@@ -136,8 +137,8 @@ def _rewrite(graph: Graph, node: Node, bn: Optional[Node], new_inputs: dict) -> 
     if bn is None:
         return
     out, x = bn.outputs[0], bn.inputs[0]
-    is_output, name = out in graph.outputs, out.name
+    is_output = out in graph.outputs
     graph.replace_all_uses(out, x)
     graph.remove_node(bn)
     if is_output:
-        x.name = name
+        take_output_place(x, out)

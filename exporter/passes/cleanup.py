@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from modelkit.exporter.ir import Graph, Node
+from modelkit.exporter.ir import Graph, Node, Value
 
 
 def _passes_through(graph: Graph, node: Node) -> bool:
@@ -34,13 +34,27 @@ def remove_identities(graph: Graph) -> int:
         is_output = out in graph.outputs
         if is_output and (source.producer is None or source in graph.outputs):
             continue
-        name = out.name
         graph.replace_all_uses(out, source)
         graph.remove_node(node)
         if is_output:
-            source.name = name
+            take_output_place(source, out)
         removed += 1
     return removed
+
+
+def take_output_place(value: Value, output: Value) -> None:
+    """`value` becomes graph output `output` (already swapped in by `replace_all_uses`): it takes
+    the output's name and its declared dtype and shape, which an intermediate value of an imported
+    file often lacks and the writers need (a declared symbolic dim wins over a concrete one).
+
+    Example:
+        >>> v, out = Value("h", None, None), Value("y", "float32", ("batch", 3))
+        >>> take_output_place(v, out); v
+        Value('y', float32, ('batch', 3))
+    """
+    value.name = output.name
+    value.dtype = output.dtype or value.dtype
+    value.shape = output.shape if output.shape is not None else value.shape
 
 
 def remove_dead_nodes(graph: Graph) -> int:

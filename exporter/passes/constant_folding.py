@@ -38,9 +38,11 @@ def fold_constants(graph: Graph, opset: int) -> int:
         base = _folded_name(node)
         for out, array in zip(node.outputs, results):
             if out is not None:
+                # np.array, not np.ascontiguousarray: that one makes a 0-d scalar 1-D
+                # (a folded Gather index or shape dim must keep its rank)
                 constant = graph.add_initializer(graph.unique_value_name(base or out.name +
                                                                          "_folded"),
-                                                 np.ascontiguousarray(array))
+                                                 np.array(array, order="C"))
                 graph.replace_all_uses(out, constant)
         graph.remove_node(node)
         folded += 1

@@ -7,7 +7,7 @@ import pytest
 
 import modelkit.authoring as mk
 import modelkit.authoring.nn.functional as F
-from modelkit.authoring.ops.registry import OPS
+from modelkit.authoring.ops.registry import OPS, apply
 
 from helpers_authoring import check_grad, ops_used, random_inputs
 
@@ -93,6 +93,8 @@ CASES = [
     ("std", lambda a: a.std(), [(3, 2)], {}),
     ("logsumexp", lambda a: a.logsumexp(dim=1), [(2, 3)], {}),
     ("cumsum", lambda a: a.cumsum(dim=1), [(2, 3)], {}),
+    # the cpu -> cpu form of the device copy; its cuda forms run in tests/gpu
+    ("to_device", lambda a: apply(OPS["to_device"], a, device=mk.device("cpu")) * 2, [(2, 3)], {}),
     ("reshape", lambda a: a.reshape(3, -1) * 1, [(2, 3)], {}),
     ("view-flatten", lambda a: a.view(6).flatten(), [(2, 3)], {}),
     ("squeeze", lambda a: a.squeeze(1), [(2, 1, 3)], {}),

@@ -161,11 +161,39 @@ def test_dynamic_axes_shape_arithmetic_runs_at_batch_1_7_64(tmp_path, opset):
     assert {"Shape", "Gather", "Concat", "ConstantOfShape"} <= {n.op_type for n in graph.nodes}
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     edge = edge_runtime.load(tmp_path / "m.mkb")
-    for batch in (2, 7, 64):
+    for batch in (1, 7, 64):
         x = np.random.default_rng(batch).standard_normal((batch, 3, 4)).astype(np.float32)
         want = _eager(model, x)
         assert _rel_error(session.run(None, {"x": x})[0], want) < 1e-5
         assert _rel_error(edge.run({"x": x})["output"], want) < 1e-5
+
+
+def _mean_by_size(x):
+    return x.sum(dim=0) / x.size(0) + (x.size(0) * 2 + 1)
+
+
+def test_python_numbers_computed_from_a_dynamic_size_follow_it(tmp_path):
+    # regression: they were baked in as the traced size (a mean over batch 7 divided by 2)
+    graph = export(_mean_by_size, mk.randn(2, 3), tmp_path / "m.onnx", format="both",
+                   dynamic_axes={"x": {0: "batch"}})
+    assert graph.initializers and all(v.data.dtype == np.int64 for v in graph.initializers)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    edge = edge_runtime.load(tmp_path / "m.mkb")
+    for batch in (1, 7, 64):
+        x = np.random.default_rng(batch).standard_normal((batch, 3)).astype(np.float32)
+        want = _eager(_mean_by_size, x)
+        assert _rel_error(session.run(None, {"x": x})[0], want) < 1e-6
+        assert _rel_error(edge.run({"x": x})["output"], want) < 1e-6
+
+
+def test_a_value_that_follows_a_dynamic_size_non_linearly_is_an_error_naming_the_line():
+    def scaled(x):
+        return x * (1.0 / x.size(0))  # line of the reciprocal size
+
+    with pytest.raises(ExportError, match=r"holds \[0.5\] here and \[0.25\] at another size"
+                       ) as error:
+        export(scaled, mk.randn(2, 3), dynamic_axes={"x": {0: "batch"}})
+    assert f"{THIS_FILE}:{_line_of('line of the reciprocal size')}" in str(error.value)
 
 
 def test_a_model_exported_at_batch_1_runs_at_other_sizes_too():

@@ -10,7 +10,7 @@ import pytest
 import modelkit.authoring as mk
 from modelkit import edge_runtime
 from modelkit.authoring.nn import functional as F
-from modelkit.authoring.ops.registry import OPS, onnx_lowering
+from modelkit.authoring.ops.registry import OPS, apply, onnx_lowering
 from modelkit.exporter import export
 from modelkit.exporter.export import flat_outputs
 from modelkit.exporter.trace import TRAINING_ONLY, probe_run
@@ -58,7 +58,9 @@ def shapes(x):
     return (y, y.squeeze(0), x[:, :1].expand(2, 5, 4), mk.cat(parts[::-1], dim=1),
             mk.stack([x, x], dim=1), x.repeat(2, 1, 1), x.repeat(2, 1, 1, 2), x.clone(),
             x.flatten(1), F.pad(x, (1, 2)), F.pad(x, (1, 1, 1, 0), mode="reflect"),
-            F.pad(x, (2, 1), mode="replicate"), x.chunk(2, dim=2)[1], x.transpose(0, 2))
+            F.pad(x, (2, 1), mode="replicate"), x.chunk(2, dim=2)[1], x.transpose(0, 2),
+            # the primitive that x.to("cuda") records on a GPU machine (on cpu, .to records none)
+            apply(OPS["to_device"], x * 3, device=mk.device("cpu")))
 
 
 def indexing(x, idx, tokens):

@@ -12,7 +12,9 @@ from modelkit import edge_runtime
 from modelkit.exporter.export import trace
 from modelkit.exporter.ir import Graph
 from modelkit.exporter.passes import PASSES, optimize
+from modelkit.exporter.passes.batchnorm_folding import fold_conv_batchnorm
 from modelkit.exporter.passes.cleanup import remove_dead_nodes, remove_identities
+from modelkit.exporter.passes.constant_folding import fold_constants
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
@@ -121,3 +123,56 @@ def test_dead_nodes_and_unused_weights_are_removed():
     g.outputs.append(y)
     assert remove_dead_nodes(g) == 3
     assert [n.op_type for n in g.nodes] == ["Neg"] and g.initializers == []
+
+
+def test_constant_folding_keeps_0d_scalars_0d():
+    # regression (torch's attention shape arithmetic): a folded 0-d Constant used as a Gather
+    # index became 1-D, so Unsqueeze -> Concat gave the Reshape a rank-2 shape
+    g = Graph()
+    x = g.add_input("x", "float32", ("batch", 6))
+    shape = g.add_node("Shape", [x]).outputs[0]
+    index = g.add_node("Constant", [], attrs={"value": np.array(0, np.int64)}).outputs[0]
+    batch = g.add_node("Gather", [shape, index], attrs={"axis": 0}).outputs[0]
+    axes = g.add_initializer("axes", np.array([0], np.int64))
+    dim = g.add_node("Unsqueeze", [batch, axes]).outputs[0]
+    rest = g.add_initializer("rest", np.array([3, 2], np.int64))
+    target = g.add_node("Concat", [dim, rest], attrs={"axis": 0}).outputs[0]
+    y = g.add_node("Reshape", [x, target], ["y"]).outputs[0]
+    y.dtype, y.shape = "float32", ("batch", 3, 2)
+    g.outputs.append(y)
+    feeds = {"x": np.arange(30, dtype=np.float32).reshape(5, 6)}
+    assert fold_constants(g, 17) == 1
+    assert g.nodes[1].op_type == "Gather" and g.nodes[1].inputs[1].data.shape == ()
+    np.testing.assert_array_equal(_run(g, feeds)[0], feeds["x"].reshape(5, 3, 2))
+
+
+def test_identity_removal_gives_the_output_its_declared_dtype_and_shape():
+    # an imported file's intermediate values often carry no dtype/shape; the output they now
+    # name must keep what the file declared for it (the writers need it)
+    g = Graph()
+    x = g.add_input("x", "float32", ("batch", 2))
+    r = g.add_node("Relu", [x]).outputs[0]
+    y = g.add_node("Identity", [r], ["y"]).outputs[0]
+    y.dtype, y.shape = "float32", ("batch", 2)
+    g.outputs.append(y)
+    assert remove_identities(g) == 1
+    assert g.outputs[0] is r and (r.name, r.dtype, r.shape) == ("y", "float32", ("batch", 2))
+    feeds = {"x": np.array([[-1, 2]] * 3, np.float32)}
+    np.testing.assert_array_equal(_run(g, feeds)[0], np.maximum(feeds["x"], 0))
+
+
+def test_batchnorm_folding_gives_the_output_its_declared_dtype_and_shape():
+    g = Graph()
+    x = g.add_input("x", "float32", ("batch", 1, 4, 4))
+    w = g.add_initializer("conv.weight", np.ones((2, 1, 3, 3), np.float32))
+    c = g.add_node("Conv", [x, w]).outputs[0]
+    stats = [g.add_initializer(n, np.full(2, v, np.float32)) for n, v in (
+        ("bn.weight", 2.0), ("bn.bias", 1.0), ("bn.running_mean", 0.5), ("bn.running_var", 4.0))]
+    y = g.add_node("BatchNormalization", [c, *stats], ["y"]).outputs[0]
+    y.dtype, y.shape = "float32", ("batch", 2, 2, 2)
+    g.outputs.append(y)
+    feeds = {"x": np.random.default_rng(0).random((3, 1, 4, 4), np.float32)}
+    want = _run(g, feeds)[0]
+    assert fold_conv_batchnorm(g) == 1
+    assert (c.name, c.dtype, c.shape) == ("y", "float32", ("batch", 2, 2, 2))
+    np.testing.assert_allclose(_run(g, feeds)[0], want, rtol=1e-5)
