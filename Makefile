@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 JOBS ?= 2
 
-.PHONY: demo test bench schema clean
+.PHONY: demo test fuzz bench schema clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS) tests
+
+# The fuzz targets of tests/fuzz with 40x the cases of `make test`, random seeds, stopped
+# after 30 minutes at most; prints cases run per target (see SECURITY.md).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz timeout 1800 $(PY) -m pytest -q -p no:warnings --hypothesis-show-statistics tests/fuzz
 
 # Writes benchmarks/results.json and benchmarks/results.md (about 5 minutes on 2 cores).
 bench: $(STAMP)

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import os
-import secrets
 from collections import OrderedDict
 from typing import Mapping
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from modelkit.authoring.errors import CheckpointError
 from modelkit.authoring.nn.parameter import Tensor, tensor_from_array
+from modelkit.edge_runtime.atomic_file import write_atomically
 
 __all__ = ["save", "load"]
 
@@ -37,7 +37,7 @@ def _arrays_to_save(obj, path) -> dict[str, np.ndarray]:
         if not isinstance(name, str):
             raise CheckpointError(f"cannot save key {name!r} to {path}: keys must be str")
         if isinstance(value, Tensor):
-            value = value.array
+            value = value.array if value.device.type == "cpu" else value.array.get()
         if not isinstance(value, np.ndarray):
             raise CheckpointError(
                 f"cannot save {name!r} ({type(value).__name__}) to {path}: values must be "
@@ -61,19 +61,7 @@ def save(obj: Mapping, f: str | os.PathLike, metadata: dict[str, str] | None = N
 
     path = os.fspath(f)
     data = to_bytes(_arrays_to_save(obj, path), metadata=metadata)
-    folder, base = os.path.split(os.path.abspath(path))
-    # A plain exclusive open (not mkstemp, which makes 0600 files) so the umask applies.
-    temp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temp, "xb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    write_atomically(path, [data])
 
 
 def load(f: str | os.PathLike, map_location=None) -> "OrderedDict[str, Tensor]":

@@ -26,8 +26,11 @@ from modelkit.cli.output import parse_dims
 @click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
               help="Size of a symbolic dim for random inputs (repeatable), e.g. batch=8.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Give up (exit code 2) when loading, exporting and checking the model take "
+                   "longer than this (a model.py that hangs).  [default: no limit]")
 @friendly_errors
-def check(model, inputs_file, rtol, atol, quantize, dims, junit):
+def check(model, inputs_file, rtol, atol, quantize, dims, junit, timeout):
     """Run every path of MODEL (a model.py, .onnx or .mkb) on the same inputs and compare.
 
     A model.py is exported and checked against authoring eager (onnxruntime and the edge
@@ -38,10 +41,12 @@ def check(model, inputs_file, rtol, atol, quantize, dims, junit):
     """
     from modelkit.converters.check import check as run_check
     from modelkit.converters.feeds import read_arrays
+    from modelkit.exporter.model_file import time_limit
 
     inputs = read_arrays(inputs_file) if inputs_file else None
-    report = run_check(model, inputs=inputs, rtol=rtol, atol=atol, quantize=quantize,
-                       dims=parse_dims(dims))
+    with time_limit(timeout, f"checking {model}"):
+        report = run_check(model, inputs=inputs, rtol=rtol, atol=atol, quantize=quantize,
+                           dims=parse_dims(dims))
     click.echo(report.table())
     if junit:
         report.write_junit(junit)

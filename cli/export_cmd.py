@@ -31,8 +31,11 @@ CHECK_RTOL, CHECK_ATOL = 1e-4, 1e-5
 @click.option("--check", is_flag=True,
               help="Run the files in onnxruntime / the edge runtime against eager on the "
                    "example inputs; exit code 1 when they disagree.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Give up (exit code 2) when loading model.py, building the model and tracing "
+                   "it take longer than this.  [default: no limit]")
 @friendly_errors
-def export(model_file, output_dir, file_format, opset, no_optimize, check):
+def export(model_file, output_dir, file_format, opset, no_optimize, check, timeout):
     """Export the model that MODEL_FILE's build() returns, traced on example_inputs().
 
     MODEL_FILE defines build() and example_inputs(), and optionally input_names,
@@ -41,24 +44,25 @@ def export(model_file, output_dir, file_format, opset, no_optimize, check):
     Example: modelkit export samples/mlp_digits/model.py -o build/ --check
     """
     model, inputs, graph, written = _export(Path(model_file), output_dir, file_format, opset,
-                                            not no_optimize)
+                                            not no_optimize, timeout)
     _report(graph, written)
     if check and not _check(model, inputs, graph, written):
         sys.exit(CHECK_FAILED)
 
 
-def _export(path: Path, output_dir, file_format: str, opset: int, optimize: bool):
+def _export(path: Path, output_dir, file_format: str, opset: int, optimize: bool, timeout):
     from modelkit.exporter import model_file
     from modelkit.exporter.export import export as export_model, write
 
-    spec = model_file.load(path)
-    model, inputs = spec.instantiate()
+    with model_file.time_limit(timeout, f"exporting {path}"):
+        spec = model_file.load(path)
+        model, inputs = spec.instantiate()
+        graph = export_model(model, inputs, None, input_names=spec.input_names,
+                             output_names=spec.output_names, dynamic_axes=spec.dynamic_axes,
+                             opset=opset, optimize=optimize)
     folder = Path(output_dir) if output_dir else path.parent
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / (path.stem + (".onnx" if file_format == "onnx" else ".mkb"))
-    graph = export_model(model, inputs, None, input_names=spec.input_names,
-                         output_names=spec.output_names, dynamic_axes=spec.dynamic_axes,
-                         opset=opset, optimize=optimize)
     written = write(graph, target, file_format)
     return model, inputs, graph, written
 

@@ -108,17 +108,8 @@ def convert(source, destination, *, quantize: Optional[str] = None, optimize: bo
 
 
 def _optimized(graph: Graph) -> dict[str, int]:
-    """Run the exporter's passes; graph outputs keep the dtype and shape the file declared.
-
-    NOTE: remove_identities may leave an output that an Identity used to produce without its
-    dtype (skl2onnx's MLPClassifier ends in Identity -> "probabilities"); the writers need it.
-    """
-    declared = {v.name: (v.dtype, v.shape) for v in graph.outputs}
-    passes = optimize_graph(graph, graph.opsets.get("", 17))
-    for value in graph.outputs:
-        if value.dtype is None and value.name in declared:
-            value.dtype, value.shape = declared[value.name]
-    return passes
+    """Run the exporter's passes at the graph's default-domain opset."""
+    return optimize_graph(graph, graph.opsets.get("", 17))
 
 
 def file_bytes(path) -> int:

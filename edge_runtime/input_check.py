@@ -108,11 +108,39 @@ def _from_python(check: InputCheck, value):
         raise InvalidInputError(f"input '{check.name}': cannot make an array of the given"
                                 f" {type(value).__name__}: {e}") from None
     if check.dtype is not None and converted.dtype != check.dtype and (
-            converted.dtype.kind in _STRING_KINDS
-            or not np.can_cast(converted.dtype, check.dtype, "same_kind")):
+            converted.dtype.kind in _STRING_KINDS or not _convertible(converted, check.dtype)):
         raise InvalidInputError(f"input '{check.name}': expected dtype {check.dtype_name}, got a"
                                 f" {type(value).__name__} of {converted.dtype}")
-    return converted if check.dtype is None else converted.astype(check.dtype, copy=False)
+    if check.dtype is None or converted.dtype == check.dtype:
+        return converted
+    _check_range(check, converted)
+    return converted.astype(check.dtype)
+
+
+def _convertible(converted: np.ndarray, dtype: np.dtype) -> bool:
+    # An empty list carries no values to lose; Python ints go to any integer dtype they fit
+    # (checked by _check_range), so [1, 2] feeds a uint8 input.
+    return (converted.size == 0 or np.can_cast(converted.dtype, dtype, "same_kind")
+            or (converted.dtype.kind in "iu" and dtype.kind in "iu"))
+
+
+def _check_range(check: InputCheck, converted: np.ndarray) -> None:
+    """Refuse Python numbers that the input's dtype cannot hold, rather than wrap them around
+    (300 as int8 is 44) or turn them into infinities."""
+    if converted.size == 0 or converted.dtype.kind not in "iuf":
+        return
+    if check.dtype.kind in "iu":
+        info = np.iinfo(check.dtype)
+        low, high = converted.min(), converted.max()
+        if low < info.min or high > info.max:
+            raise InvalidInputError(f"input '{check.name}': values [{low}, {high}] do not fit"
+                                    f" {check.dtype_name} [{info.min}, {info.max}]")
+    elif check.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            lost = np.isfinite(converted) & ~np.isfinite(converted.astype(check.dtype))
+        if lost.any():
+            raise InvalidInputError(f"input '{check.name}': {converted[lost][0]} is beyond the"
+                                    f" largest {check.dtype_name}, {np.finfo(check.dtype).max}")
 
 
 def _check_shape(check: InputCheck, array, bound: dict) -> None:

@@ -17,15 +17,19 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
 from modelkit.exporter.errors import ExportError
+from modelkit.exporter.trace import construction_sites
 
 _WHAT_TO_DEFINE = ("define build() returning the model (trained weights loaded) and "
                    "example_inputs() returning a tuple of example arrays")
@@ -43,7 +47,10 @@ class ModelFile:
 
     def instantiate(self) -> tuple:
         """(model, example inputs as a tuple), from build() and example_inputs()."""
-        model = self._call("build")
+        # Layers built by the user's build() are traced back to its lines (nodes of a built-in
+        # container exported whole run no user code in forward).
+        with construction_sites():
+            model = self._call("build")
         inputs = self._call("example_inputs")
         if not isinstance(inputs, (tuple, list)):
             inputs = (inputs,)
@@ -52,9 +59,8 @@ class ModelFile:
     def _call(self, name: str):
         try:
             return getattr(self.module, name)()
-        except Exception as error:
-            raise ExportError(f"{self.path}: {name}() raised {type(error).__name__}: "
-                              f"{error}") from error
+        except (Exception, SystemExit) as error:
+            raise ExportError(f"{self.path}: {name}() raised {_describe(error)}") from error
 
 
 def load(path) -> ModelFile:
@@ -90,11 +96,76 @@ def _import(path: Path) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as error:
+    # SystemExit too: a model.py that calls sys.exit() or exit() must not end the CLI with its
+    # own exit code.
+    except (Exception, SystemExit) as error:
         sys.modules.pop(name, None)
-        raise ExportError(f"{path}: importing it failed: {type(error).__name__}: {error}") \
-            from error
+        raise ExportError(f"{path}: importing it failed: {_describe(error)}") from error
     finally:
         if folder in sys.path:
             sys.path.remove(folder)
     return module
+
+
+def _describe(error: BaseException) -> str:
+    """`Type: message`, even for an exception whose own __str__ raises."""
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001  (the user's exception class; its str() is not ours)
+        message = "(its message cannot be shown)"
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+class _TimeUp(BaseException):
+    """Raised inside the user's code by the timer; a BaseException so that the user's own
+    `except Exception:` cannot swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: Optional[float], what: str):
+    """Run the body with a wall-clock limit: after `seconds`, the Python code running (a
+    model.py's import, build(), example_inputs() or the trace) is interrupted and ExportError
+    raised. None means no limit. Works in the main thread only (it uses SIGALRM), which is where
+    the CLI runs; a limit asked for elsewhere is an ExportError.
+
+    Example:
+        >>> import time
+        >>> with time_limit(0.05, "loading model.py"):
+        ...     time.sleep(5)
+        Traceback (most recent call last):
+        ...
+        modelkit.exporter.errors.ExportError: loading model.py took longer than 0.05 s (--timeout); does its code loop forever or wait on something?
+    """
+    if seconds is None:
+        yield
+        return
+    if seconds <= 0:
+        raise ExportError(f"a time limit must be > 0 seconds, got {seconds}")
+    if threading.current_thread() is not threading.main_thread():
+        raise ExportError("a time limit works only in the main thread (it uses SIGALRM)")
+
+    def interrupt(*_):
+        raise _TimeUp()
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    # The timer repeats, so code that catches even BaseException and carries on is
+    # interrupted again.
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.5)
+    try:
+        yield
+    except _TimeUp:
+        raise ExportError(f"{what} took longer than {seconds:g} s (--timeout); does its code loop "
+                          "forever or wait on something?") from None
+    finally:
+        _disarm(previous)
+
+
+def _disarm(previous) -> None:
+    # The timer may fire once more while being switched off; only then does this loop repeat.
+    while True:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            return
+        except _TimeUp:
+            continue

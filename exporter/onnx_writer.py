@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
+from modelkit.edge_runtime.atomic_file import write_atomically, write_files_atomically
 from modelkit.edge_runtime.format.onnx_reader import MODULE_KEY, ONNX_DTYPES, SOURCE_KEY
 from modelkit.exporter.errors import ExportError
 from modelkit.exporter.ir import Graph, Node, Value
@@ -93,8 +93,18 @@ def save(graph: Graph, path, opset: Optional[int] = None,
     if external_data:
         location = os.path.basename(os.fspath(path)) + ".data"
         data_path = os.path.join(os.path.dirname(os.path.abspath(path)), location)
-        atomic_write(data_path, _moved_out_weights(proto, location))
-    atomic_write(path, [proto.SerializeToString(deterministic=True)])
+        # The generator moves each weight out of the proto as it is written, so the model
+        # bytes are serialised only after the data file's chunks are all consumed.
+        write_files_atomically({
+            data_path: _moved_out_weights(proto, location),
+            path: _serialised(proto),
+        })
+        return
+    write_atomically(path, [proto.SerializeToString(deterministic=True)])
+
+
+def _serialised(proto):
+    yield proto.SerializeToString(deterministic=True)
 
 
 # protobuf refuses to serialise a message of 2 GiB or more; leave room for the graph itself.
@@ -118,28 +128,6 @@ def _moved_out_weights(proto, location: str):
         yield tensor.raw_data
         offset += len(tensor.raw_data)
         tensor.ClearField("raw_data")
-
-
-def atomic_write(path, chunks: Iterable[bytes]) -> None:
-    """Write `chunks` to `path` through a temporary file in the same folder and os.replace.
-
-    Example:
-        >>> import os, tempfile
-        >>> path = os.path.join(tempfile.mkdtemp(), "f.bin"); atomic_write(path, [b"ab", b"c"])
-        >>> open(path, "rb").read()
-        b'abc'
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _node_proto(node: Node, opsets: dict[str, int]):

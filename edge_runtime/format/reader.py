@@ -6,7 +6,8 @@ vtable, offset, string and vector against the buffer before reading it, and retu
 The generated accessors are not used for reading: they trust the buffer and are several times
 slower. Total work and memory are linear in the file size: each decoded object is charged
 against a budget equal to the flatbuffer's size, so overlapping or repeated references in a
-hostile file fail fast instead of multiplying.
+hostile file fail fast instead of multiplying. Strings are the exception the writer relies on:
+a string referenced again costs only its offset and is the same (immutable) str object.
 
 Weights become read-only numpy views on the mapped file (or on the bytes given); nothing is
 copied. `read` raises `ModelFormatError` for anything it cannot trust.
@@ -143,6 +144,9 @@ def _open(source):
         return memoryview(source).cast("B").toreadonly()
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"read takes a path or bytes, got {type(source).__name__}")
+    # NOTE: opening a FIFO blocks until a writer comes, and a device may never end.
+    if os.path.exists(source) and not (os.path.isfile(source) or os.path.isdir(source)):
+        raise ModelFormatError(f"{os.fspath(source)} is not a regular file; a .mkb model is one")
     with open(source, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             return b""
@@ -228,6 +232,9 @@ class _Decoder:
 
     def __init__(self, buf, end: int):
         self.buf, self.end, self.budget = buf, end, end
+        # The writer stores each distinct string once (names, sources and module paths repeat);
+        # a repeated reference returns the same str object.
+        self.texts: dict[int, str] = {}
 
     def fail(self, message: str):
         raise ModelFormatError(f"malformed .mkb flatbuffer: {message}")
@@ -296,9 +303,12 @@ class _Decoder:
         return buf[pos + 4:stop]
 
     def text(self, pos: int, type_name: str, name: str) -> str:
+        if pos in self.texts:  # its offset was charged with the table or vector holding it
+            return self.texts[pos]
         raw = self.raw_string(pos, type_name, name)
         try:
-            return str(raw, "utf-8")
+            self.texts[pos] = text = str(raw, "utf-8")
+            return text
         except UnicodeDecodeError as e:
             self.fail(f"{type_name}.{name} is not valid UTF-8 "
                       f"({e.reason} at byte {pos + 4 + e.start})")

@@ -24,6 +24,7 @@ from typing import Optional
 import flatbuffers
 import numpy as np
 
+from modelkit.edge_runtime.atomic_file import write_atomically
 from modelkit.edge_runtime.errors import ModelFormatError
 from modelkit.edge_runtime.format import modelkit_generated as fb
 from modelkit.edge_runtime.format.model import DTYPES, Model, Quantization, ValueInfo
@@ -68,31 +69,12 @@ def write(model: Model, path: Optional[str | os.PathLike] = None) -> Optional[by
         position = offset + blob.nbytes
     if path is None:
         return b"".join(chunks)
-    _write_atomically(os.fspath(path), chunks)
+    write_atomically(path, chunks)
     return None
 
 
 def _align(n: int) -> int:
     return -(-n // ALIGNMENT) * ALIGNMENT
-
-
-def _write_atomically(path: str, chunks) -> None:
-    # A reader (or a serving worker mapping the file) sees the old file or the new one, never a
-    # partial one: write a temp file beside the target, then rename over it.
-    directory = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
 
 
 def _fail(message: str):
@@ -189,8 +171,8 @@ class _Builder:
         operator_offsets = [self.operator(d, t, opsets[d]) for d, t in operators]
         opset_offsets = [self.opset_import(d, v) for d, v in sorted(model.opsets.items())]
         metadata = [self.key_value(k, v) for k, v in sorted(model.metadata.items())]
-        min_runtime = b.CreateString(MIN_RUNTIME_VERSION)
-        producer = b.CreateString(_text(model.producer, "producer"))
+        min_runtime = b.CreateSharedString(MIN_RUNTIME_VERSION)
+        producer = b.CreateSharedString(_text(model.producer, "producer"))
         opset_vector = self.table_vector(fb.ModelFileStartOpsetImportsVector, opset_offsets)
         operator_vector = self.table_vector(fb.ModelFileStartOperatorsVector, operator_offsets)
         metadata_vector = self.table_vector(fb.ModelFileStartMetadataVector, metadata)
@@ -220,7 +202,7 @@ class _Builder:
         return self.b.EndVector()
 
     def string_vector(self, start, strings) -> int:
-        return self.table_vector(start, [self.b.CreateString(s) for s in strings])
+        return self.table_vector(start, [self.b.CreateSharedString(s) for s in strings])
 
     def numbers(self, values, dtype: str) -> int:
         return self.b.CreateNumpyVector(np.asarray(values, dtype=dtype).reshape(-1))
@@ -243,7 +225,7 @@ class _Builder:
         tensors = [self.graph_tensor(model, name) for name in self.tensors.names]
         nodes = [self.node(node, operators, i) for i, node in enumerate(model.nodes)]
         plan = self.memory_plan(model.memory_plan) if model.memory_plan is not None else None
-        name = b.CreateString(_text(model.graph_name, "graph_name"))
+        name = b.CreateSharedString(_text(model.graph_name, "graph_name"))
         tensor_vector = self.table_vector(fb.GraphStartTensorsVector, tensors)
         node_vector = self.table_vector(fb.GraphStartNodesVector, nodes)
         inputs = self.numbers([index[v.name] for v in model.inputs], "<u4")
@@ -270,7 +252,7 @@ class _Builder:
                quantization: Optional[Quantization] = None) -> int:
         """A Tensor table; `dtype` None: undeclared; `shape` None: unknown rank."""
         b = self.b
-        name_offset = b.CreateString(name)
+        name_offset = b.CreateSharedString(name)
         dims = [-1 if isinstance(d, str) else _int(d, f"tensor {name!r} dim", 0)
                 for d in shape or ()]
         shape_offset = self.numbers(dims, "<i8")
@@ -320,12 +302,12 @@ class _Builder:
         b, index = self.b, self.tensors.index
         label = f"node {node.name or position!r} ({node.op_type})"
         attributes = [self.attribute(k, v, label) for k, v in sorted(node.attrs.items())]
-        name = b.CreateString(_text(node.name, f"{label} name"))
+        name = b.CreateSharedString(_text(node.name, f"{label} name"))
         inputs = self.numbers([index[n] if n else -1 for n in node.inputs], "<i4")
         outputs = self.numbers([index[n] if n else -1 for n in node.outputs], "<i4")
         attribute_vector = self.table_vector(fb.NodeStartAttributesVector, attributes)
-        source = b.CreateString(_text(node.source, f"{label} source"))
-        module = b.CreateString(_text(node.module, f"{label} module"))
+        source = b.CreateSharedString(_text(node.source, f"{label} source"))
+        module = b.CreateSharedString(_text(node.module, f"{label} module"))
         fb.NodeStart(b)
         fb.NodeAddOperator(b, operators[(node.domain, node.op_type)])
         fb.NodeAddName(b, name)
@@ -340,7 +322,7 @@ class _Builder:
         b, kinds = self.b, fb.AttributeKind
         what = f"{label} attribute {name!r}"
         _check_name(name, f"{label} attribute")
-        name_offset = b.CreateString(name)
+        name_offset = b.CreateSharedString(name)
         kind, add = _attribute_kind(value, what)
         if kind == kinds.INT:
             field = _int(value, what)
@@ -365,8 +347,8 @@ class _Builder:
     def operator(self, domain: str, op_type: str, opset: int) -> int:
         b = self.b
         _check_name(op_type, f"op_type of domain {domain!r}")
-        domain_offset = b.CreateString(_text(domain, f"domain of op {op_type!r}"))
-        op_type_offset = b.CreateString(op_type)
+        domain_offset = b.CreateSharedString(_text(domain, f"domain of op {op_type!r}"))
+        op_type_offset = b.CreateSharedString(op_type)
         fb.OperatorStart(b)
         fb.OperatorAddDomain(b, domain_offset)
         fb.OperatorAddOpType(b, op_type_offset)
@@ -374,15 +356,15 @@ class _Builder:
         return fb.OperatorEnd(b)
 
     def opset_import(self, domain: str, version) -> int:
-        domain_offset = self.b.CreateString(_text(domain, "opset domain"))
+        domain_offset = self.b.CreateSharedString(_text(domain, "opset domain"))
         fb.OpsetImportStart(self.b)
         fb.OpsetImportAddDomain(self.b, domain_offset)
         fb.OpsetImportAddVersion(self.b, _int(version, f"opset of domain {domain!r}"))
         return fb.OpsetImportEnd(self.b)
 
     def key_value(self, key: str, value: str) -> int:
-        key_offset = self.b.CreateString(_text(key, "metadata key"))
-        value_offset = self.b.CreateString(_text(value, f"metadata {key!r}"))
+        key_offset = self.b.CreateSharedString(_text(key, "metadata key"))
+        value_offset = self.b.CreateSharedString(_text(value, f"metadata {key!r}"))
         fb.KeyValueStart(self.b)
         fb.KeyValueAddKey(self.b, key_offset)
         fb.KeyValueAddValue(self.b, value_offset)

@@ -19,6 +19,11 @@ class ModelStoreError(EdgeRuntimeError):
     """A model-store name, layout, config.json or handler.py that cannot be served."""
 
 
+class UnsafeServeOptions(ModelStoreError):
+    """`modelkit serve` options refused at start-up because they would expose the server (a
+    ModelStoreError, so that the CLI reports it like every other start-up refusal)."""
+
+
 class ServingError(Exception):
     """An error answered to an HTTP client."""
 

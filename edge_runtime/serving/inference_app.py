@@ -55,8 +55,12 @@ def build_inference_app(state) -> Starlette:
             Route(prefix + "/config", endpoint(api.model_config, "v2"), methods=["GET"]),
             Route(prefix + "/infer", api.counted(api.infer, "v2"), methods=["POST"]),
         ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_exception,
-                                                        Exception: unhandled_exception})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_exception,
+                                                       Exception: unhandled_exception})
+    # NOTE: Starlette answers "/ping/" with a redirect whose Location is built from the client's
+    # Host header; an API has one spelling per path, so anything else is a JSON 404.
+    app.router.redirect_slashes = False
+    return app
 
 
 class _InferenceAPI:

@@ -53,8 +53,12 @@ def build_management_app(state) -> Starlette:
         Route("/models/{name}/{version}", guarded(api.unregister), methods=["DELETE"]),
         Route("/metrics", guarded(api.metrics_text), methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_exception,
-                                                        Exception: unhandled_exception})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_exception,
+                                                       Exception: unhandled_exception})
+    # NOTE: Starlette answers "/ping/" with a redirect whose Location is built from the client's
+    # Host header; an API has one spelling per path, so anything else is a JSON 404.
+    app.router.redirect_slashes = False
+    return app
 
 
 class _ManagementAPI:

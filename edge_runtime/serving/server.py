@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -27,9 +28,12 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version as package_version
 from typing import Optional
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from modelkit.edge_runtime.serving.errors import ModelStoreError, ServingError
+from modelkit.edge_runtime.serving.codecs import dumps
+from modelkit.edge_runtime.serving.errors import ModelStoreError, ServingError, UnsafeServeOptions
 from modelkit.edge_runtime.serving.inference_app import build_inference_app
 from modelkit.edge_runtime.serving.management_app import build_management_app
 from modelkit.edge_runtime.serving.metrics import ServerMetrics
@@ -85,6 +89,21 @@ class _Server(uvicorn.Server):
         return contextlib.nullcontext()
 
 
+class _JsonErrorsH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, but a request that is not valid HTTP (a bad request line,
+    header or chunk, an oversized header) gets the same JSON error as everything else, not
+    uvicorn's text/plain one. The document carries both APIs' error fields, since at this level
+    the request's API is unknown."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = dumps({"code": 400, "type": "BadRequestException", "message": msg, "error": msg})
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+
+
 def write_token_file(path: Optional[str]) -> tuple[str, str]:
     """A fresh token, written to `path` (or a new private temp file) with mode 0600; returns
     (token, path).
@@ -124,6 +143,21 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or "localhost") only accepts connections from this machine.
+
+    Example:
+        >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0")
+        (True, True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -136,6 +170,11 @@ async def serve(options: ServeOptions) -> int:
     """
     if not os.path.isdir(options.model_store):
         raise ModelStoreError(f"--model-store {options.model_store}: not a directory")
+    if not options.auth and not is_loopback(options.management_host):
+        raise UnsafeServeOptions(
+            f"--no-auth with --management-host {options.management_host}: anyone who can reach "
+            "that address could register and unregister models; keep the management API on "
+            "loopback (127.0.0.1) or keep its token")
     names = options.models if options.models else list_names(options.model_store)
     for name in names:
         check_name(name[:-4] if name.endswith(".mkb") else name)
@@ -166,7 +205,8 @@ async def _run_servers(options: ServeOptions, state: ServerState, sockets: list)
     apps = [ConcurrencyLimit(build_inference_app(state), options.max_requests),
             ConcurrencyLimit(build_management_app(state), options.max_requests)]
     servers = [_Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
-                                      http="h11", timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
+                                      http=_JsonErrorsH11Protocol,
+                                      timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
                                       server_header=False))
                for app in apps]
     tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in zip(servers, sockets)]

@@ -145,7 +145,7 @@ def find_model(store: str, name: str, defaults: ModelConfig) -> list[ModelEntry]
     flat = os.path.join(root, f"{name}.mkb")
     folder = os.path.join(root, name)
     if os.path.lexists(flat):
-        return [ModelEntry(name, FLAT_VERSION, _inside(root, flat, name), defaults)]
+        return [ModelEntry(name, FLAT_VERSION, _model_file(root, flat, name), defaults)]
     if not os.path.isdir(folder):
         raise ModelStoreError(f"model {name!r} is not in the model store {store}: expected"
                               f" {name}.mkb or {name}/VERSION/model.mkb")
@@ -157,7 +157,8 @@ def find_model(store: str, name: str, defaults: ModelConfig) -> list[ModelEntry]
     if not versions:
         raise ModelStoreError(f"model {name!r} has no versions: expected {name}/VERSION/model.mkb"
                               " in the model store")
-    return [ModelEntry(name, v, _inside(root, os.path.join(folder, v, "model.mkb"), name), config)
+    return [ModelEntry(name, v, _model_file(root, os.path.join(folder, v, "model.mkb"), name),
+                       config)
             for v in versions]
 
 
@@ -187,6 +188,15 @@ def _inside(root: str, path: str, name: str) -> str:
     if os.path.commonpath([root, real]) != root:
         raise ModelStoreError(f"model {name!r}: {os.path.relpath(path, root)} leads outside the"
                               f" model store (to {real}); only files inside the store are served")
+    return real
+
+
+def _model_file(root: str, path: str, name: str) -> str:
+    real = _inside(root, path, name)
+    # NOTE: a FIFO or device would block or never end when read; a folder cannot be mapped.
+    if not os.path.isfile(real):
+        raise ModelStoreError(f"model {name!r}: {os.path.relpath(path, root)} is not a regular"
+                              " file; a model is a .mkb file")
     return real
 
 

@@ -111,6 +111,17 @@ def test_identical_models_give_identical_bytes():
     assert write(b) == a
 
 
+def test_repeated_strings_are_stored_once():
+    source = "/a/long/path/to/the/users/model.py:42"
+    nodes = [Node("Relu", [f"v{i}"], [f"v{i + 1}"], name=f"relu{i}", source=source, module="body")
+             for i in range(50)]
+    model = Model([ValueInfo("v0", "float32", (2,))], [ValueInfo("v50", "float32", (2,))], nodes)
+    data = write(model)
+    assert data.count(source.encode()) == 1
+    assert data.count(b"v7\x00") == 1  # produced by relu6, consumed by relu7
+    assert_same(read(data), model)
+
+
 def test_weights_are_read_only_views_on_the_mapped_file(tmp_path):
     path = tmp_path / "m.mkb"
     write(rich_model(), path)

@@ -138,8 +138,7 @@ def test_cli_export_of_a_sequential_sample_points_every_node_into_its_model_py(t
     from modelkit.exporter.onnx_writer import SOURCE_KEY
 
     model_py = SAMPLES / "cnn_digits" / "model.py"
-    with construction_sites():  # what `modelkit export` does around build() (see report)
-        result = CliRunner().invoke(cli, ["export", str(model_py), "-o", str(tmp_path)])
+    result = CliRunner().invoke(cli, ["export", str(model_py), "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
     layer_lines = {i for i, line in enumerate(model_py.read_text().splitlines(), 1)
                    if "nn." in line and "(" in line and "def " not in line}

@@ -517,6 +517,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(tmp_path):
     (["--models", "escape"], "leads outside the model store"),
     (["--models", "../x"], "is not allowed"),
     (["--models", "nothing"], "is not in the model store"),
+    (["--models", "mlp", "--management-host", "0.0.0.0"], "--no-auth with --management-host"),
 ])
 def test_startup_refusals_exit_2_with_one_readable_line(tmp_path, args, words):
     root, outside = tmp_path / "store", tmp_path / "outside"

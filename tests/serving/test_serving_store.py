@@ -84,3 +84,14 @@ def test_symlinks_inside_the_store_are_fine_outside_are_not(tmp_path):
 def test_names_that_could_escape_are_refused(tmp_path, name):
     with pytest.raises(ModelStoreError, match="is not allowed"):
         find_model(str(tmp_path), name, ModelConfig())
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_model_paths_that_are_not_regular_files_are_refused(tmp_path, kind):
+    """Regression: a FIFO named like a model blocked registration forever in open()."""
+    for path in (tmp_path / "flat.mkb", tmp_path / "nested" / "1" / "model.mkb"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(path) if kind == "fifo" else path.mkdir()
+        with pytest.raises(ModelStoreError, match="is not a regular file"):
+            find_model(str(tmp_path), path.relative_to(tmp_path).parts[0].removesuffix(".mkb"),
+                       ModelConfig())
