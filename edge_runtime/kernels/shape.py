@@ -312,7 +312,14 @@ _CONSTANT_ATTRIBUTES = {
     "value_floats": lambda v: np.asarray(v, dtype="float32"),
     "value_int": lambda v: np.asarray(v, dtype="int64"),
     "value_ints": lambda v: np.asarray(v, dtype="int64"),
+    # Strings are object arrays of str, as onnxruntime's Python API returns them.
+    "value_string": lambda v: np.asarray(_str(v), dtype=object),
+    "value_strings": lambda v: np.asarray([_str(s) for s in v], dtype=object),
 }
+
+
+def _str(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 @kernel("Constant")
@@ -322,6 +329,8 @@ def constant(xp, **attrs):
     Example:
         >>> constant(np, value_ints=[1, 2])
         (array([1, 2]),)
+        >>> constant(np, value_strings=[b"a", b"b"])
+        (array(['a', 'b'], dtype=object),)
     """
     if len(attrs) != 1 or next(iter(attrs)) not in _CONSTANT_ATTRIBUTES:
         raise KernelError(f"Constant: expected exactly one of {sorted(_CONSTANT_ATTRIBUTES)}, "

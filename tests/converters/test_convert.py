@@ -195,3 +195,24 @@ def test_unsupported_ops_are_listed_all_at_once(tmp_path):
         convert(tmp_path / "custom.onnx", tmp_path / "custom.mkb")
     assert len(error.value.problems) == 2
     assert "'first'" in error.value.problems[0] and "'second'" in error.value.problems[1]
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_string_constants_survive_conversion_and_match_onnxruntime(tmp_path, optimize):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["labels"], value_strings=["cat", "dög"]),
+         helper.make_node("Constant", [], ["unit"], value_string="kg"),
+         helper.make_node("Relu", ["x"], ["y"])], "strings",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("labels", TensorProto.STRING, [2]),
+         helper.make_tensor_value_info("unit", TensorProto.STRING, []),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    source = tmp_path / "strings.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+    convert(source, tmp_path / "strings.mkb", optimize=optimize)
+    feeds = {"x": np.array([-1.0, 2.0], np.float32)}
+    got = edge_runtime.load(tmp_path / "strings.mkb").run(feeds)
+    for name, want in reference(source, feeds).items():
+        assert got[name].tolist() == want.tolist(), name
