@@ -76,8 +76,11 @@ class Profiler:
                 timings.append(NodeTiming(run, node.name or plan.labels[i], node.op_type,
                                           start - self._origin_ns, duration, _shapes(args),
                                           _shapes(results[:n_out]), thread))
-                for s, r in zip(outs, results):
-                    slots[s] = r
+                if n_out == 1:
+                    slots[outs[0]] = results[0]
+                else:
+                    for s, r in zip(outs, results):
+                        slots[s] = r
                 for s in dead:
                     slots[s] = None
         except Exception as e:

@@ -20,6 +20,9 @@ Example:
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
+
+import numpy as np
 
 from modelkit.edge_runtime.errors import KernelError
 from modelkit.edge_runtime.kernels.registry import kernel
@@ -120,28 +123,36 @@ def _columns_times_weight(xp, x, w, win: Window, group):
     return y
 
 
-def _channel_major_columns(xp, x, win: Window):
+def _channel_major_columns(xp, x, win: Window, ones_row: bool = False):
     """Columns (C*K, N*OUT) of x: row c*K + t, column n*OUT + o is input c of sample n read by
-    tap t at output position o."""
+    tap t at output position o; with `ones_row`, one more row of ones (for a bias column in
+    the weight)."""
     n, c = x.shape[:2]
-    if n == 1 and _is_pointwise(win) and all(s == 1 for s in win.strides):
+    rows, positions = c * size_of(win.kernel), n * size_of(win.out)
+    if n == 1 and _is_pointwise(win) and all(s == 1 for s in win.strides) and not ones_row:
         return x.reshape(c, -1)
     padded = pad_spatial(xp, x.transpose((1, 0) + tuple(range(2, x.ndim))), win)
+    columns = xp.empty((rows + ones_row, positions), dtype=x.dtype)
+    if ones_row:
+        columns[rows] = 1
     if n == 1:
         # NOTE: for one sample a single copy of the strided window view beats a copy per tap
         # (measured 1.4-3x on ResNet and CNN layers); for whole batches it is up to 15% slower
-        return xp.ascontiguousarray(strided_windows(xp, padded, win)).reshape(
-            c * size_of(win.kernel), -1)
-    if win.out[-1] <= _SHORT_ROWS and size_of(win.out) <= _SHORT_ROWS ** 2:
+        windows = strided_windows(xp, padded, win)
+        xp.copyto(columns[:rows].reshape(windows.shape), windows)
+    elif win.out[-1] <= _SHORT_ROWS and size_of(win.out) <= _SHORT_ROWS ** 2:
         # NOTE: a copy per tap moves rows of out[-1] elements; when they are this short one
         # gather with cached indices is faster (ResNet's 4x4 and 2x2 stages: 1.7-2.9x)
         flat = xp.ascontiguousarray(padded).reshape(c, -1)
-        cols = xp.take(flat, _gather_indices(xp, n, win), axis=1)
-        return cols.reshape(c * size_of(win.kernel), -1)
-    cols = xp.empty((c, size_of(win.kernel), n) + win.out, dtype=x.dtype)
-    for i, tap in enumerate(taps(win)):
-        cols[:, i] = padded[(slice(None), slice(None)) + tap_slices(win, tap)]
-    return cols.reshape(c * size_of(win.kernel), n * size_of(win.out))
+        # numpy buffers a take into `out` unless told the indices need no check (they are ours)
+        unchecked = {"mode": "clip"} if xp is np else {}
+        xp.take(flat, _gather_indices(xp, n, win), axis=1, out=columns[:rows].reshape(c, -1),
+                **unchecked)
+    else:
+        cols = columns[:rows].reshape((c, size_of(win.kernel), n) + win.out)
+        for i, tap in enumerate(taps(win)):
+            cols[:, i] = padded[(slice(None), slice(None)) + tap_slices(win, tap)]
+    return columns
 
 
 _SHORT_ROWS = 8
@@ -165,31 +176,43 @@ def _gather_indices(xp, n, win: Window):
 _COLUMN_BYTES = 1 << 26
 
 
-def _channel_major_conv(xp, x, w, b, win: Window):
-    """Ungrouped Conv as W (M, C*K) times channel-major columns, bias added in the transpose.
+def _channel_major_conv(xp, x, w, b, win: Window, weight_and_bias=None):
+    """Ungrouped Conv as W (M, C*K) times channel-major columns, then transposed to (N, M, OUT).
 
-    Batches whose columns would exceed 64 MiB run in chunks of samples.
+    `weight_and_bias`: W with b as an extra column, built once by a prepared kernel; the bias
+    then comes out of the GEMM (the columns get a row of ones) and the transposition is a
+    plain copy, 2-3x faster than a copy that adds the bias on the way (measured 212 -> 60 us
+    for 32 channels of 28x28 at batch 32). Batches whose columns would exceed 64 MiB run in
+    chunks of samples.
     """
     n, c = x.shape[:2]
     m, out = w.shape[0], size_of(win.out)
-    weight = w.reshape(m, -1)
+    folded = weight_and_bias is not None
+    weight = weight_and_bias if folded else w.reshape(m, -1)
     y = xp.empty((n, m, out), dtype=xp.result_type(x, w))
-    bias = None if b is None else b.reshape(m, 1)
+    bias = None if b is None or folded else b.reshape(m, 1)
     chunk = max(1, _COLUMN_BYTES // max(1, weight.shape[1] * out * x.itemsize))
     for start in range(0, n, chunk):
-        cols = _channel_major_columns(xp, x[start:start + chunk], win)
+        cols = _channel_major_columns(xp, x[start:start + chunk], win, folded)
         target = y[start:start + chunk]
         if target.shape[0] == 1:
             xp.matmul(weight, cols, out=target[0])
             if bias is not None:
                 target[0] += bias
             continue
-        product = xp.matmul(weight, cols).reshape(m, target.shape[0], out).transpose(1, 0, 2)
+        product = xp.matmul(weight, cols).reshape(m, target.shape[0], out)
         if bias is None:
-            target[...] = product
+            target.transpose(1, 0, 2)[...] = product
+        elif out >= _PRODUCT_ORDER_FROM:
+            xp.add(product, bias.reshape(m, 1, 1), out=target.transpose(1, 0, 2))
         else:
-            xp.add(product, bias, out=target)
+            xp.add(product.transpose(1, 0, 2), bias, out=target)
     return y.reshape((n, m) + win.out)
+
+
+# NOTE: adding the bias while transposing runs 1.5-2x faster in the product's order when its
+# rows are long (196-1024 positions), 10-20% slower when short (16); measured at batch 32
+_PRODUCT_ORDER_FROM = 64
 
 
 @kernel("Conv")
@@ -221,6 +244,177 @@ def conv(xp, x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel
     if b is not None:
         y += b.reshape((m,) + (1,) * len(win.out))
     return (y.astype(dtype, copy=False),)
+
+
+def prepare_conv(xp, attrs: dict, constants: list):
+    """A Conv kernel for one node whose weight and bias are load-time constants (`constants`:
+    per input of the node its constant value, or None), or None where the generic `conv`
+    serves as well (weight not constant, grouped, non-float32).
+
+    The weight is reshaped to (M, C*K) once, with the bias as one more column when it is
+    small (the columns get a row of ones, so the GEMM adds it), and the window geometry is
+    worked out once per input shape. A single sample skips the batch machinery: its columns are one copy of a window
+    view of the padded (C, *in) image and the GEMM writes (M, OUT), which already is the
+    (1, M, *out) output. Called with other inputs (or dtypes) it runs `conv`.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.ones((1, 1, 3, 3), np.float32); w = np.ones((2, 1, 3, 3), np.float32)
+        >>> b = np.array([0, 1], np.float32)
+        >>> prepare_conv(np, {"pads": [1, 1, 1, 1]}, [None, w, b])(x, w, b)[0][0, :, 0]
+        array([[4., 6., 4.],
+               [5., 7., 5.]], dtype=float32)
+    """
+    w, b = (list(constants[1:3]) + [None, None])[:2]
+    if (attrs.get("group", 1) != 1 or w is None or w.ndim < 3 or w.dtype != xp.float32
+            or (b is not None and (b.dtype != w.dtype or b.shape != (w.shape[0],)))):
+        return None
+    m = w.shape[0]
+    weight = xp.ascontiguousarray(w.reshape(m, -1))
+    bias = None if b is None else b.reshape(m, 1)
+    # NOTE: the bias is added inside the GEMM (an extra weight column times a row of ones in
+    # the columns): 0.5-3 us less than a separate pass at batch 1 on the sample CNNs' layers,
+    # and see _channel_major_conv for batches. That needs a copy of the weight, so only small
+    # weights get it: the others stay views on the mapped file (ResNet-18: peak RSS 116 MiB
+    # with every weight copied, 76 MiB with this limit)
+    fold = b is not None and weight.nbytes <= _FOLD_BYTES
+    weight_and_bias = xp.concatenate([weight, bias], axis=1) if fold else None
+    geometries: dict[tuple, tuple[Window, _SampleColumns | None]] = {}
+
+    def prepared_conv(x, w_in, b_in=None):
+        if w_in is not w or b_in is not b or x.dtype != weight.dtype:
+            return conv(xp, x, w_in, b_in, **attrs)
+        known = geometries.get(x.shape)
+        if known is None:
+            known = _conv_geometry(x, w, attrs)
+            if len(geometries) >= _SHAPES_KEPT:
+                geometries.clear()
+            geometries[x.shape] = known
+        win, sample = known
+        if sample is None:
+            return (_channel_major_conv(xp, x, w, b, win, weight_and_bias),)
+        if sample.view_shape is None:
+            y = xp.matmul(weight, x.reshape(sample.columns))
+        elif fold:
+            y = xp.matmul(weight_and_bias, _sample_columns(xp, x, sample, True))
+        else:
+            y = xp.matmul(weight, _sample_columns(xp, x, sample, False))
+        added = fold and sample.view_shape is not None
+        if sample.grid is None:
+            if bias is not None and not added:
+                y += bias
+            return (y.reshape(sample.out_shape),)
+        out = xp.empty(sample.out_shape, dtype=y.dtype)
+        outputs = y.reshape(sample.grid)[sample.crop]
+        if bias is None or added:
+            out[0] = outputs
+        else:
+            xp.add(outputs, bias.reshape((m,) + (1,) * (len(sample.grid) - 1)), out=out[0])
+        return (out,)
+    return prepared_conv
+
+
+_SHAPES_KEPT = 32  # input shapes a prepared kernel remembers (dynamic H/W would grow it forever)
+_FOLD_BYTES = 1 << 20  # the largest weight copied to fold the bias in (see prepare_conv)
+
+
+class _SampleColumns(NamedTuple):
+    """How a batch of one becomes its columns (C*K, positions): x (1, C, *in) is copied into a
+    zero buffer of `buffer_size` elements seen as an image of shape `padded` at `inner`
+    (`padded` None: x itself is the image), read through a window view of `view_shape` and
+    `view_strides` (bytes) and copied into `columns` shape (`view_shape` None: x reshaped
+    already is the columns, a pointwise Conv). `grid`: None, or the GEMM computes outputs on
+    the padded grid, (M, *grid), and `crop` selects the real ones (see `_conv_geometry`)."""
+
+    buffer_size: int
+    image_size: int
+    padded: tuple | None
+    inner: tuple
+    view_shape: tuple | None
+    view_strides: tuple
+    columns: tuple
+    grid: tuple | None
+    crop: tuple | None
+    out_shape: tuple
+
+
+def _conv_geometry(x, w, attrs) -> tuple[Window, _SampleColumns | None]:
+    """The window of a Conv over x, and for a batch of one its `_SampleColumns`.
+
+    NOTE: the window-view copy moves rows of out[-1] elements at ~4 ns a row whatever their
+    length (5 us for 16 channels of 8x8 under a 3x3 kernel, 18 us for 32 of 14x14). With stride
+    1 the columns can instead be whole rows of the flattened padded image, one per (channel,
+    tap), 3-5x faster to copy, if the GEMM computes outputs on the padded grid (each output
+    row padded[-1] wide) and the real ones are cropped out after: ~0.02 ns per extra
+    multiply-add and ~4 ns per cropped row. `_grid_pays` picks the cheaper per layer (timed
+    both ways: 0.3-10 us saved per layer where it picks the grid, e.g. 59.4 -> 57.8 us for
+    32 channels of 14x14, 139 -> 129 us for 64 of 16x16; 128 of 8x8 stays on the view).
+    """
+    _check_shapes("Conv", x, w, 1, 1)
+    win = window(x.shape[2:], attrs.get("kernel_shape") or w.shape[2:],
+                 strides=attrs.get("strides"), dilations=attrs.get("dilations"),
+                 pads=attrs.get("pads"), auto_pad=attrs.get("auto_pad", "NOTSET"), op="Conv")
+    if x.shape[0] != 1:
+        return win, None
+    c, m, rank = x.shape[1], w.shape[0], len(win.out)
+    taps_per_channel, positions = size_of(win.kernel), size_of(win.out)
+    unit = [x.itemsize * size_of(win.padded[d + 1:]) for d in range(rank)]  # bytes per step
+    taps_strides = ((x.itemsize * size_of(win.padded),)
+                    + tuple(st * d for st, d in zip(unit, win.dilations)))
+    inner = (slice(None),) + tuple(slice(b, b + n) for b, n in zip(win.begin, x.shape[2:]))
+    out_shape = (1, m) + win.out
+    rows = c * taps_per_channel
+    grid = win.out[:1] + win.padded[1:]
+    if all(s == 1 for s in win.strides) and _grid_pays(rows, m, win.out, size_of(grid)):
+        # the last channel's last taps read up to `reach` elements past its image
+        reach = sum((k - 1) * d * size_of(win.padded[i + 1:])
+                    for i, (k, d) in enumerate(zip(win.kernel[1:], win.dilations[1:]), 1))
+        return win, _SampleColumns(
+            c * size_of(win.padded) + reach, c * size_of(win.padded), (c,) + win.padded, inner,
+            (c,) + win.kernel + (size_of(grid),), taps_strides + (x.itemsize,),
+            (rows, size_of(grid)), (m,) + grid,
+            (slice(None), slice(None)) + tuple(slice(0, o) for o in win.out[1:]), out_shape)
+    pointwise = _is_pointwise(win) and all(s == 1 for s in win.strides)
+    return win, _SampleColumns(
+        c * size_of(win.padded), c * size_of(win.padded),
+        None if win.padded == x.shape[2:] else (c,) + win.padded,
+        inner, None if pointwise else (c,) + win.kernel + win.out,
+        taps_strides + tuple(st * s for st, s in zip(unit, win.strides)),
+        (rows, positions), None, None, out_shape)
+
+
+def _grid_pays(rows, m, out, grid_positions) -> bool:
+    """Whether the padded-grid columns beat the window-view copy, by the costs measured for
+    `_conv_geometry` (ns): rows saved against extra GEMM work, cropped rows and one more pass."""
+    out_rows = size_of(out[:-1])
+    saved = _ROW_NS * rows * out_rows
+    extra = (_MULTIPLY_ADD_NS * m * rows * (grid_positions - size_of(out))
+             + _ROW_NS * m * out_rows + _PASS_NS)
+    return grid_positions > size_of(out) and saved > extra
+
+
+_ROW_NS, _MULTIPLY_ADD_NS, _PASS_NS = 4, 0.02, 1500
+
+
+def _sample_columns(xp, x, geometry: _SampleColumns, ones_row: bool):
+    """Columns (C*K, positions) of a batch of one, plus a row of ones if `ones_row`: row
+    c*K + t is input c read by tap t."""
+    if geometry.padded is None:
+        image = xp.ascontiguousarray(x[0])
+    else:
+        image = xp.zeros(geometry.buffer_size, dtype=x.dtype)
+        image[:geometry.image_size].reshape(geometry.padded)[geometry.inner] = x[0]
+    if type(image) is np.ndarray:
+        # NOTE: a view through the ndarray constructor costs 0.3 us, as_strided 2 us
+        view = np.ndarray(geometry.view_shape, image.dtype, image, 0, geometry.view_strides)
+    else:
+        view = xp.lib.stride_tricks.as_strided(image, geometry.view_shape, geometry.view_strides)
+    rows, positions = geometry.columns
+    columns = xp.empty((rows + ones_row, positions), dtype=x.dtype)
+    xp.copyto(columns[:rows].reshape(geometry.view_shape), view)
+    if ones_row:
+        columns[rows] = 1
+    return columns
 
 
 def _transposed_columns(xp, dy, w, group):

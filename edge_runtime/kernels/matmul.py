@@ -58,6 +58,34 @@ def gemm(xp, a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
     return (y,)
 
 
+def prepare_gemm(xp, attrs: dict, constants: list):
+    """A Gemm kernel for a node whose B (and C, if any) are load-time constants with alpha =
+    beta = 1 and no transA (a Linear layer), or None: B' is transposed once, and a run is one
+    matmul plus the bias added in place. Other inputs run `gemm`.
+
+    Example:
+        >>> import numpy as np
+        >>> b = np.ones((4, 3), np.float32); c = np.arange(4, dtype=np.float32)
+        >>> prepare_gemm(np, {"transB": 1}, [None, b, c])(np.ones((2, 3), np.float32), b, c)[0][0]
+        array([3., 4., 5., 6.], dtype=float32)
+    """
+    b, c = (list(constants[1:3]) + [None, None])[:2]
+    if (b is None or b.ndim != 2 or attrs.get("alpha", 1.0) != 1.0
+            or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0)
+            or (len(constants) > 2 and c is None)):
+        return None
+    weight = b.T if attrs.get("transB", 0) else b
+
+    def prepared_gemm(a, b_in, c_in=None):
+        if b_in is not b or c_in is not c or a.ndim != 2 or a.shape[1] != weight.shape[0]:
+            return gemm(xp, a, b_in, c_in, **attrs)
+        y = xp.matmul(a, weight)
+        if c is not None:
+            y += c
+        return (y,)
+    return prepared_gemm
+
+
 @kernel("Einsum")
 def einsum(xp, *inputs, equation):
     """ONNX Einsum (numpy's einsum notation, including "...").

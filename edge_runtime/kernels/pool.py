@@ -15,6 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 from modelkit.edge_runtime.errors import KernelError
 from modelkit.edge_runtime.kernels.registry import kernel
 from modelkit.edge_runtime.kernels.spatial import (
@@ -61,11 +64,22 @@ def _separable(xp, padded, win: Window, combine):
     return result
 
 
-def _max_along(xp, x, axis, win: Window, dim):
-    """Max over the window taps of spatial dim `dim` (array axis `axis`), reading the unpadded
-    x: each tap updates only the output positions whose input index lies inside x, so padding
-    never wins without being materialised."""
-    n, size = x.shape[axis], win.out[dim]
+class _MaxPass(NamedTuple):
+    """The max over the window taps along one spatial dim, as index tuples: the two taps that
+    cover every output position (`pair`, or None: start from the dtype's lowest value in an
+    array of `shape`), then `updates` of (output part, input part) for the other taps."""
+
+    pair: tuple | None
+    shape: tuple
+    updates: tuple
+
+
+@functools.lru_cache(maxsize=1024)
+def _max_pass(shape: tuple, axis: int, win: Window, dim: int) -> _MaxPass:
+    """The `_MaxPass` of spatial dim `dim` (array axis `axis`) over an input of `shape`, reading
+    the unpadded input: each tap updates only the output positions whose input index lies
+    inside it, so padding never wins without being materialised."""
+    n, size = shape[axis], win.out[dim]
     stride, dilation, begin = win.strides[dim], win.dilations[dim], win.begin[dim]
     ranges = []
     for tap in range(win.kernel[dim]):
@@ -75,38 +89,80 @@ def _max_along(xp, x, axis, win: Window, dim):
         if hi > lo:
             ranges.append((lo, hi, shift))
 
-    def read(lo, hi, shift):
-        index = [slice(None)] * x.ndim
-        index[axis] = slice(lo * stride + shift, (hi - 1) * stride + shift + 1, stride)
-        return x[tuple(index)]
+    def along(part):
+        return (slice(None),) * axis + (part,)
 
-    def part(array, lo, hi):
-        index = [slice(None)] * array.ndim
-        index[axis] = slice(lo, hi)
-        return array[tuple(index)]
+    def read(lo, hi, shift):
+        return along(slice(lo * stride + shift, (hi - 1) * stride + shift + 1, stride))
 
     full = [r for r in ranges if r[0] == 0 and r[1] == size]
+    pair = None
     if len(full) >= 2:
-        result = xp.maximum(read(*full[0]), read(*full[1]))
-        rest = [r for r in ranges if r not in full[:2]]
+        pair = (read(*full[0]), read(*full[1]))
+        ranges = [r for r in ranges if r not in full[:2]]
+    out_shape = shape[:axis] + (size,) + shape[axis + 1:]
+    updates = tuple((along(slice(lo, hi)), read(lo, hi, shift)) for lo, hi, shift in ranges)
+    return _MaxPass(pair, out_shape, updates)
+
+
+def _apply_max_pass(xp, x, p: _MaxPass):
+    if p.pair is not None:
+        result = xp.maximum(x[p.pair[0]], x[p.pair[1]])
     else:
-        shape = list(x.shape)
-        shape[axis] = size
-        result = xp.full(shape, _lowest(xp, x.dtype), dtype=x.dtype)
-        rest = ranges
-    for lo, hi, shift in rest:
-        target = part(result, lo, hi)
-        xp.maximum(target, read(lo, hi, shift), out=target)
+        result = xp.full(p.shape, _lowest(xp, x.dtype), dtype=x.dtype)
+    for target, source in p.updates:
+        part = result[target]
+        xp.maximum(part, x[source], out=part)
     return result
 
 
-def _separable_max(xp, x, win: Window):
-    """MaxPool without indices: one dim at a time, first spatial dim first so that the pass
-    over the full-size input reads whole contiguous rows."""
-    result = x
+def _max_passes(shape: tuple, win: Window) -> tuple:
+    passes = []
     for dim in range(len(win.kernel)):
-        result = _max_along(xp, result, 2 + dim, win, dim)
+        passes.append(_max_pass(shape, 2 + dim, win, dim))
+        shape = passes[-1].shape
+    return tuple(passes)
+
+
+def _separable_max(xp, x, passes: tuple):
+    """MaxPool without indices by `_max_passes`: one dim at a time, first spatial dim first so
+    that the pass over the full-size input reads whole contiguous rows."""
+    result = x
+    for p in passes:
+        result = _apply_max_pass(xp, result, p)
     return result if result is not x else result.copy()
+
+
+def prepare_max_pool(xp, attrs: dict, constants: list):
+    """A MaxPool kernel (without indices) for one node that works out its passes once per input
+    shape, or None for a node with an indices output (`constants`, the node's constant inputs,
+    are not needed).
+
+    Example:
+        >>> import numpy as np
+        >>> pool = prepare_max_pool(np, {"kernel_shape": [2], "strides": [2], "n_outputs": 1}, [None])
+        >>> pool(np.array([[[1., 3., 2., 0.]]], np.float32))[0]
+        array([[[3., 2.]]], dtype=float32)
+    """
+    if attrs.get("n_outputs", 2) != 1:
+        return None
+    known: dict[tuple, tuple] = {}
+
+    def prepared_max_pool(x):
+        passes = known.get(x.shape)
+        if passes is None:
+            win = _pool_window("MaxPool", x, attrs.get("kernel_shape"), attrs.get("strides"),
+                               attrs.get("dilations"), attrs.get("pads"),
+                               attrs.get("auto_pad", "NOTSET"), attrs.get("ceil_mode", 0))
+            passes = _max_passes(x.shape, win)
+            if len(known) >= _SHAPES_KEPT:
+                known.clear()
+            known[x.shape] = passes
+        return (_separable_max(xp, x, passes),)
+    return prepared_max_pool
+
+
+_SHAPES_KEPT = 32  # input shapes a prepared kernel remembers (dynamic H/W would grow it forever)
 
 
 def _first_argmax(xp, x, win: Window):
@@ -158,7 +214,7 @@ def max_pool(xp, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_sh
     """
     win = _pool_window("MaxPool", x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     if n_outputs == 1:
-        return (_separable_max(xp, x, win),)
+        return (_separable_max(xp, x, _max_passes(x.shape, win)),)
     y, arg = _first_argmax(xp, x, win)
     return y, _flat_indices(xp, x.shape, win, arg, storage_order)
 
@@ -174,7 +230,7 @@ def max_pool_grad(xp, dy, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None,
         array([[[0., 1., 1., 0.]]], dtype=float32)
     """
     win = _pool_window("MaxPool", x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
-    y = _separable_max(xp, x, win)
+    y = _separable_max(xp, x, _max_passes(x.shape, win))
     padded = pad_spatial(xp, x, win, _lowest(xp, x.dtype))
     # windows that tile the input exactly write every cell once: no zero fill, no accumulation
     tiles = (win.padded == x.shape[2:] and win.strides == win.kernel
@@ -232,6 +288,53 @@ def average_pool(xp, x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, 
     else:
         total /= _average_divisor(xp, x.shape[2:], win, count_include_pad, x.dtype)
     return (total,)
+
+
+def prepare_average_pool(xp, attrs: dict, constants: list):
+    """An AveragePool kernel for one node that works out its window and divisor once per input
+    shape (`constants` are not needed); a window that covers the whole input without padding
+    (a global average written as AveragePool) is one sum per channel.
+
+    Example:
+        >>> import numpy as np
+        >>> pool = prepare_average_pool(np, {"kernel_shape": [2, 2]}, [None])
+        >>> pool(np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2))[0]
+        array([[[[1.5]]]], dtype=float32)
+    """
+    known: dict[tuple, tuple] = {}
+
+    def prepared_average_pool(x):
+        geometry = known.get(x.shape)
+        if geometry is None:
+            geometry = _average_geometry(xp, x, attrs)
+            if len(known) >= _SHAPES_KEPT:
+                known.clear()
+            known[x.shape] = geometry
+        win, whole, divisor = geometry
+        if whole:
+            # NOTE: a sum over the rows of a 2-D view is 2x faster than mean over the axes
+            rows = x.reshape(x.shape[0] * x.shape[1], -1)
+            total = xp.multiply(rows.sum(axis=1), x.dtype.type(1.0 / rows.shape[1]))
+            return (total.reshape(x.shape[:2] + (1,) * (x.ndim - 2)),)
+        total = _window_sums(xp, pad_spatial(xp, x, win), win)
+        if divisor is None:
+            total *= total.dtype.type(1.0 / size_of(win.kernel))
+        else:
+            total /= divisor
+        return (total,)
+    return prepared_average_pool
+
+
+def _average_geometry(xp, x, attrs):
+    """(window, whether it is one window over the whole unpadded input, divisor or None)."""
+    win = _pool_window("AveragePool", x, attrs.get("kernel_shape"), attrs.get("strides"),
+                       attrs.get("dilations"), attrs.get("pads"), attrs.get("auto_pad", "NOTSET"),
+                       attrs.get("ceil_mode", 0))
+    unpadded = win.padded == x.shape[2:]
+    whole = unpadded and win.kernel == x.shape[2:] and all(d == 1 for d in win.dilations)
+    divisor = None if unpadded else _average_divisor(
+        xp, x.shape[2:], win, attrs.get("count_include_pad", 0), x.dtype)
+    return win, whole, divisor
 
 
 def average_pool_grad(xp, dy, x_shape, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0,
