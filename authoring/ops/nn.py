@@ -10,9 +10,12 @@ Example:
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from modelkit.authoring.device import array_module
+from modelkit.authoring.grad_mode import is_grad_enabled
 from modelkit.authoring.ops.registry import Attr, Onnx, primitive
 from modelkit.authoring.random import numpy_generator
 from modelkit.edge_runtime.kernels import conv as conv_kernels
@@ -60,15 +63,39 @@ def _conv(xp, x, weight, bias=None, *, strides, pads, dilations, group):
                              dilations=dilations, group=group)[0]
 
 
+def _unit_stride_input_grad(xp, g, weight, pads):
+    """dL/dx of an ungrouped, unit-stride, undilated Conv as the forward Conv of g with the
+    flipped, transposed weight and pads k-1-p (None where some pad exceeds k-1).
+
+    The forward kernel's im2col reads M*K rows where conv_input_grad's col2im writes C*K and
+    adds them back tap by tap: for M <= C (ResNet's 3x3 blocks) this is 10-40% faster.
+    """
+    kernel = weight.shape[2:]
+    rank = len(kernel)
+    flipped = tuple(k - 1 - p for k, p in zip(kernel * 2, pads))
+    if min(flipped) < 0:
+        return None
+    spatial_flip = (slice(None), slice(None)) + (slice(None, None, -1),) * rank
+    adjoint = weight[spatial_flip].transpose((1, 0) + tuple(range(2, 2 + rank)))
+    return conv_kernels.conv(xp, g, adjoint, pads=list(flipped))[0]
+
+
 @_conv.vjp
 def _conv_vjp(c, g):
     x, weight, bias = c.arrays
     geometry = {k: c.attrs[k] for k in ("strides", "pads", "dilations", "group")}
+    xp = array_module(g)
     gx = gw = gb = None
     if c.needs_input_grad[0]:
-        gx = conv_kernels.conv_input_grad(np, g, weight, x.shape, **geometry)
+        rank = weight.ndim - 2
+        if (geometry["group"] == 1 and weight.shape[0] <= weight.shape[1]
+                and tuple(geometry["strides"] or (1,) * rank) == (1,) * rank
+                and tuple(geometry["dilations"] or (1,) * rank) == (1,) * rank):
+            gx = _unit_stride_input_grad(xp, g, weight, geometry["pads"] or (0,) * 2 * rank)
+        if gx is None:
+            gx = conv_kernels.conv_input_grad(xp, g, weight, x.shape, **geometry)
     if c.needs_input_grad[1]:
-        gw = conv_kernels.conv_weight_grad(np, x, g, weight.shape, **geometry)
+        gw = conv_kernels.conv_weight_grad(xp, x, g, weight.shape, **geometry)
     if bias is not None and c.needs_input_grad[2]:
         gb = g.sum(axis=(0,) + tuple(range(2, g.ndim)))
     return gx, gw, gb
@@ -104,15 +131,53 @@ _POOL_ATTRS = {"kernel_shape": Attr("kernel_shape"), "strides": Attr("strides"),
                "pads": Attr("pads"), "ceil_mode": Attr("ceil_mode")}
 
 
-@primitive("max_pool", onnx=Onnx("MaxPool", {**_POOL_ATTRS, "dilations": Attr("dilations")}))
+def _tiles(x_shape, kernel_shape, strides, pads, dilations):
+    """True when the pooling windows cover the input exactly once (kernel = stride, no
+    padding, no dilation, sizes divisible), as in the usual 2x2/2 MaxPool."""
+    rank = len(kernel_shape)
+    return (tuple(strides) == tuple(kernel_shape) and not any(pads or ())
+            and tuple(dilations or (1,) * rank) == (1,) * rank
+            and all(n % k == 0 for n, k in zip(x_shape[2:], kernel_shape)))
+
+
+@primitive("max_pool", onnx=Onnx("MaxPool", {**_POOL_ATTRS, "dilations": Attr("dilations")}),
+           stash=True)
 def _max_pool(xp, x, *, kernel_shape, strides, pads, dilations, ceil_mode):
-    return pool_kernels.max_pool(xp, x, kernel_shape=kernel_shape, strides=strides, pads=pads,
-                                 dilations=dilations, ceil_mode=ceil_mode, n_outputs=1)[0]
+    """Stashes a private copy of the output for the tiling backward (a copy: under no_grad an
+    in-place op writes into the output's array, which PyTorch allows after max_pool)."""
+    y = pool_kernels.max_pool(xp, x, kernel_shape=kernel_shape, strides=strides, pads=pads,
+                              dilations=dilations, ceil_mode=ceil_mode, n_outputs=1)[0]
+    tiling = is_grad_enabled() and _tiles(x.shape, kernel_shape, strides, pads, dilations)
+    return y, (y.copy() if tiling else None)
+
+
+def _tiled_max_pool_grad(xp, g, x, y, kernel_shape):
+    """dL/dx of a tiling MaxPool from its output y: dy goes to each window's first maximum
+    (as PyTorch), one tap of every window at a time, no padding or accumulation needed."""
+    windows = x.shape[:2] + tuple(d for n, k in zip(x.shape[2:], kernel_shape)
+                                  for d in (n // k, k))
+    x_windows = x.reshape(windows)
+    gx = xp.empty_like(x)
+    gx_windows = gx.reshape(windows)
+    found = hit = None
+    for tap in itertools.product(*(range(k) for k in kernel_shape)):
+        at = (slice(None), slice(None)) + tuple(p for t in tap for p in (slice(None), t))
+        hit = xp.equal(x_windows[at], y, out=hit)
+        if found is None:
+            found = hit.copy()
+        else:
+            xp.greater(hit, found, out=hit)  # a maximum that no earlier tap took
+            found |= hit
+        xp.multiply(g, hit, out=gx_windows[at])
+    return gx
 
 
 @_max_pool.vjp
 def _max_pool_vjp(c, g):
-    return (pool_kernels.max_pool_grad(np, g, c.arrays[0], **c.attrs),)
+    x = c.arrays[0]
+    if c.saved is not None:
+        return (_tiled_max_pool_grad(array_module(g), g, x, c.saved, c.attrs["kernel_shape"]),)
+    return (pool_kernels.max_pool_grad(array_module(g), g, x, **c.attrs),)
 
 
 @primitive("avg_pool", onnx=Onnx("AveragePool", {
@@ -200,13 +265,18 @@ def _batch_norm_train(xp, x, weight, bias, *, eps):
     axes = (0,) + tuple(range(2, x.ndim))
     shape = _channel_shape(x)
     mean = x.mean(axis=axes, keepdims=True)
-    centered = x - mean
-    var = (centered * centered).mean(axis=axes, keepdims=True)
+    x_hat = x - mean
+    # the squares go to the output's buffer, which is overwritten below
+    y = xp.multiply(x_hat, x_hat)
+    var = y.mean(axis=axes, keepdims=True)
     inv_std = 1 / xp.sqrt(var + eps)
-    x_hat = centered * inv_std
-    y = x_hat if weight is None else x_hat * weight.reshape(shape)
+    x_hat *= inv_std
+    if weight is None:
+        y[...] = x_hat
+    else:
+        xp.multiply(x_hat, weight.reshape(shape), out=y)
     if bias is not None:
-        y = y + bias.reshape(shape)
+        y += bias.reshape(shape)
     return (y, mean.reshape(-1), var.reshape(-1)), (x_hat, inv_std)
 
 
@@ -214,16 +284,22 @@ def _batch_norm_train(xp, x, weight, bias, *, eps):
 def _batch_norm_train_vjp(c, g, _g_mean, _g_var):
     x, weight, bias = c.arrays
     x_hat, inv_std = c.saved
+    xp = array_module(g)
     axes = (0,) + tuple(range(2, x.ndim))
     count = x.size // x.shape[1]
+    # per channel, sum(g * w * x_hat) = w * sum(g * x_hat) and sum(g * w) = w * sum(g): the
+    # sums the affine gradients need also give gx, with two full-size arrays instead of seven
+    scratch = xp.multiply(g, x_hat)
+    g_x_hat_sum = scratch.sum(axis=axes, keepdims=True)
+    g_sum = g.sum(axis=axes, keepdims=True)
     gx = None
     if c.needs_input_grad[0]:
-        g_hat = g if weight is None else g * weight.reshape(_channel_shape(x))
-        gx = (inv_std / count) * (count * g_hat - g_hat.sum(axis=axes, keepdims=True)
-                                  - x_hat * (g_hat * x_hat).sum(axis=axes, keepdims=True))
-    gw, gb = _affine_grads(c, g, x_hat, axes) if weight is not None else (None, None)
-    if weight is None and bias is not None and c.needs_input_grad[2]:
-        gb = g.sum(axis=axes)
+        scale = inv_std if weight is None else inv_std * weight.reshape(_channel_shape(x))
+        gx = xp.multiply(g, scale)
+        gx -= xp.multiply(x_hat, scale * g_x_hat_sum / count, out=scratch)
+        gx -= scale * g_sum / count
+    gw = g_x_hat_sum.reshape(-1) if weight is not None and c.needs_input_grad[1] else None
+    gb = g_sum.reshape(-1) if bias is not None and c.needs_input_grad[2] else None
     return gx, gw, gb
 
 

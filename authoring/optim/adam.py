@@ -21,6 +21,29 @@ from modelkit.authoring.optim.optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
 
+_CHUNK = 65536
+"""Elements per piece of a large parameter's CPU update: five float32 pieces fit in L2."""
+
+
+def _adam_step(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch, beta1, beta2,
+               step_size, bias2_sqrt, eps):
+    """The Adam update of arrays of one shape in place, with one scratch array for every
+    temporary (`max_exp_avg_sq` is None without amsgrad)."""
+    exp_avg *= beta1
+    exp_avg += xp.multiply(grad, 1 - beta1, out=scratch)
+    exp_avg_sq *= beta2
+    xp.multiply(grad, 1 - beta2, out=scratch)
+    exp_avg_sq += xp.multiply(scratch, grad, out=scratch)
+    second = exp_avg_sq
+    if max_exp_avg_sq is not None:
+        second = xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+    denom = xp.sqrt(second, out=scratch)
+    denom /= bias2_sqrt
+    denom += eps
+    update = xp.divide(exp_avg, denom, out=scratch)
+    update *= step_size
+    param -= update
+
 
 class Adam(Optimizer):
     """Adam with L2 weight decay added to the gradient (`amsgrad` keeps the max second moment)."""
@@ -56,19 +79,23 @@ class Adam(Optimizer):
             param *= 1 - lr * wd
         elif wd:
             grad = grad + wd * param
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg *= beta1
-        exp_avg += (1 - beta1) * grad
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * grad * grad
-        second = exp_avg_sq
-        if group["amsgrad"]:
-            xp.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
-            second = state["max_exp_avg_sq"]
-        bias1 = 1 - beta1 ** state["step"]
-        bias2_sqrt = math.sqrt(1 - beta2 ** state["step"])
-        denom = xp.sqrt(second) / bias2_sqrt + group["eps"]
-        param -= (lr / bias1) * exp_avg / denom
+        arrays = (param, grad, state["exp_avg"], state["exp_avg_sq"],
+                  state.get("max_exp_avg_sq"))
+        step = state["step"]
+        coefficients = (beta1, beta2, lr / (1 - beta1 ** step), math.sqrt(1 - beta2 ** step),
+                        group["eps"])
+        present = [a for a in arrays if a is not None]
+        if not all(a.flags.c_contiguous for a in present) or param.size <= _CHUNK:
+            _adam_step(xp, *arrays, xp.empty_like(param), *coefficients)
+            return
+        # NOTE: a cache-sized chunk at a time keeps the ~12 passes of the update in L2
+        # instead of streaming every parameter-sized array from memory each pass
+        flat = [None if a is None else a.reshape(-1) for a in arrays]
+        scratch = xp.empty(_CHUNK, dtype=param.dtype)
+        for start in range(0, param.size, _CHUNK):
+            part = slice(start, start + _CHUNK)
+            pieces = [None if a is None else a[part] for a in flat]
+            _adam_step(xp, *pieces, scratch[:pieces[0].size], *coefficients)
 
     def _fused_update(self, cupy, param, grad, state, group, lr, beta1, beta2):
         """The whole update as one CUDA kernel (see fused_cuda)."""

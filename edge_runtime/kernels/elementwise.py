@@ -210,7 +210,36 @@ register("Sigmoid", _float16_via_float32(lambda xp, x: (sigmoid_values(xp, x),))
 register("Softplus", _float16_via_float32(lambda xp, x: (softplus_values(xp, x),)))
 register("Softsign", _float16_via_float32(lambda xp, x: (x / (1 + xp.abs(x)),)))
 register("Mish", _float16_via_float32(lambda xp, x: (x * xp.tanh(softplus_values(xp, x)),)))
-register("Relu", lambda xp, x: (xp.maximum(x, 0),))
+
+
+# Relu's row of zeros: long enough for SIMD, short enough to stay in L1; smaller inputs take
+# the plain path
+_SMALL = 4096
+_ZERO_ROWS: dict = {}
+
+
+@kernel("Relu")
+def relu(xp, x):
+    """max(x, 0).
+
+    Example:
+        >>> relu(np, np.float32([-1, 2]))
+        (array([0., 2.], dtype=float32),)
+    """
+    if xp is not np or x.dtype.kind != "f" or x.size < _SMALL or not x.flags.c_contiguous:
+        return (xp.maximum(x, 0),)
+    # NOTE: numpy's maximum against a broadcast scalar runs without SIMD, against a contiguous
+    # row with it (3x faster): compare rows of the flat data with a row of zeros
+    zeros = _ZERO_ROWS.get(x.dtype)
+    if zeros is None:
+        zeros = _ZERO_ROWS[x.dtype] = np.zeros(_SMALL, x.dtype)
+    result = np.empty(x.shape, x.dtype)
+    flat_in, flat_out = x.reshape(-1), result.reshape(-1)
+    whole = x.size - x.size % _SMALL
+    np.maximum(flat_in[:whole].reshape(-1, _SMALL), zeros,
+               out=flat_out[:whole].reshape(-1, _SMALL))
+    np.maximum(flat_in[whole:], zeros[:x.size - whole], out=flat_out[whole:])
+    return (result,)
 
 
 def _positive_plus_scaled_negative(xp, x, scale):
