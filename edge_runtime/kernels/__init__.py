@@ -19,6 +19,11 @@ from modelkit.edge_runtime.kernels import (  # noqa: F401  (imported to register
     rnn,
     resize,
     ml,
+    loss,
+    vision,
+    misc,
+    signal,
+    text,
 )
 from modelkit.edge_runtime.kernels.registry import kernel, lookup, register, registered_ops
 

@@ -1,5 +1,5 @@
 """Kernels of the ai.onnx.ml domain that scikit-learn models converted by skl2onnx use:
-LinearClassifier, LinearRegressor, Normalizer, ArrayFeatureExtractor.
+LinearClassifier, LinearRegressor, Normalizer, ArrayFeatureExtractor, LabelEncoder, Binarizer.
 
 Semantics follow onnxruntime (and onnx's reference evaluator, `onnx/reference/ops/aionnxml`).
 ZipMap has no kernel: its output is a sequence of maps, not a tensor; convert scikit-learn models
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from modelkit.edge_runtime.errors import KernelError
 from modelkit.edge_runtime.kernels.registry import kernel
 
 ML = "ai.onnx.ml"
@@ -130,3 +131,157 @@ def array_feature_extractor(xp, x, indices):
                          f"{x.shape[-1]}")
     shape = (1, index.size) if x.ndim == 1 else (*x.shape[:-1], index.size)
     return (xp.take(x, index, axis=-1).reshape(shape),)
+
+
+@kernel("LabelEncoder", domain=ML, since=2)
+def label_encoder(xp, X, *, default_float=-0.0, default_int64=-1, default_string="_Unused",
+                  default_tensor=None, keys_floats=None, keys_int64s=None, keys_strings=None,
+                  keys_tensor=None, values_floats=None, values_int64s=None, values_strings=None,
+                  values_tensor=None):
+    """Map each element of X from its key to the value at the same position; unknown elements
+    get the default of the values' type.
+
+    Example:
+        >>> import numpy as np
+        >>> label_encoder(np, np.array(["b", "z"], dtype=object), keys_strings=["a", "b"],
+        ...               values_int64s=[1, 2])[0]
+        array([ 2, -1])
+    """
+    key_lists = [k for k in (keys_floats, keys_int64s, keys_strings, keys_tensor) if k is not None]
+    value_lists = [(v, kind) for v, kind in ((values_floats, "float32"), (values_int64s, "int64"),
+                                             (values_strings, "object"), (values_tensor, None))
+                   if v is not None]
+    if len(key_lists) != 1 or len(value_lists) != 1:
+        raise KernelError("LabelEncoder: exactly one keys_* and one values_* attribute are needed, "
+                         f"got {len(key_lists)} and {len(value_lists)}")
+    raw_values, kind = value_lists[0]
+    values = np.asarray(raw_values) if kind is None else np.asarray(raw_values, dtype=kind)
+    if values.dtype.kind in "OSU":
+        values = np.array([_text(v) for v in values.reshape(-1)], dtype=object)
+    keys = np.asarray(key_lists[0])
+    if keys.dtype.kind in "OSU":
+        keys = np.array([_text(k) for k in keys.reshape(-1)], dtype=np.str_)
+    if keys.size != values.size or keys.size == 0:
+        raise KernelError(f"LabelEncoder: {keys.size} keys and {values.size} values; expected "
+                          "the same number, at least one")
+    if default_tensor is not None:
+        default = np.asarray(default_tensor).reshape(-1)[0]
+    else:
+        default = {"f": default_float, "i": default_int64}.get(values.dtype.kind, default_string)
+    order = np.argsort(keys.reshape(-1), kind="stable")  # sorted, for searchsorted lookups
+    keys, values = keys.reshape(-1)[order], values.reshape(-1)[order]
+    host = X if xp is np or X.dtype == object else xp.asnumpy(X)
+    if keys.dtype.kind == "U":
+        host = host.astype(np.str_)
+    position = np.minimum(np.searchsorted(keys, host), len(keys) - 1)
+    found = keys[position] == host
+    if keys.dtype.kind == "f":  # NaN is a key like any other
+        found |= np.isnan(keys[position]) & np.isnan(host)
+    out_dtype = values.dtype
+    result = np.where(found, values[position], np.asarray(_text(default), dtype=out_dtype))
+    result = result.astype(out_dtype, copy=False)
+    return (result if xp is np or out_dtype == object else xp.asarray(result),)
+
+
+@kernel("Binarizer", domain=ML)
+def binarizer(xp, X, *, threshold=0.0):
+    """1 where X > threshold, else 0, in X's type.
+
+    Example:
+        >>> import numpy as np
+        >>> binarizer(np, np.float32([0.5, 2]), threshold=1.0)[0]
+        array([0., 1.], dtype=float32)
+    """
+    return ((X > X.dtype.type(threshold)).astype(X.dtype),)
+
+
+# TreeEnsemble's integer codes
+_TREE_POST_TRANSFORMS = {0: "NONE", 1: "SOFTMAX", 2: "LOGISTIC", 3: "SOFTMAX_ZERO"}
+_TREE_MEMBER_MODE = 6  # modes 0..5: <=, <, >=, >, ==, != against the split value
+
+
+def _tree_members(modes, membership_values):
+    """[nodes, most members] values of each set-membership node (NaN-padded); the attribute lists
+    them node by node, in node order, each set ended by a NaN."""
+    member_nodes = np.flatnonzero(modes == _TREE_MEMBER_MODE)
+    values = np.asarray(membership_values if membership_values is not None else [], np.float64)
+    ends = np.flatnonzero(np.isnan(values))
+    if len(ends) != len(member_nodes):
+        raise KernelError(f"TreeEnsemble: {len(member_nodes)} set-membership nodes but "
+                          f"{len(ends)} NaN-delimited sets in membership_values")
+    sets = np.split(values, ends + 1)[:len(ends)]
+    members = np.full((len(modes), max([len(s) - 1 for s in sets], default=0)), np.nan)
+    for node, members_of_node in zip(member_nodes, sets):  # one row per node, not per element
+        members[node, :len(members_of_node) - 1] = members_of_node[:-1]
+    return members
+
+
+@kernel("TreeEnsemble", domain=ML, since=5)
+def tree_ensemble(xp, X, *, nodes_splits, nodes_featureids, nodes_modes, nodes_truenodeids,
+                  nodes_falsenodeids, nodes_trueleafs, nodes_falseleafs, leaf_targetids,
+                  leaf_weights, tree_roots, n_targets, aggregate_function=1, post_transform=0,
+                  nodes_hitrates=None, nodes_missing_value_tracks_true=None,
+                  membership_values=None):
+    """Every row of X [N, F] walks every tree (all rows and trees at once, one tree level per
+    step) to a leaf, whose weight goes to its target: summed, averaged, or min/max-ed (
+    aggregate_function 1, 0, 2, 3) into [N, n_targets]. `nodes_hitrates` only guides builders.
+
+    Example:
+        >>> import numpy as np
+        >>> tree_ensemble(np, np.float32([[1], [5]]), nodes_splits=[2.0], nodes_featureids=[0],
+        ...               nodes_modes=[0], nodes_truenodeids=[0], nodes_falsenodeids=[1],
+        ...               nodes_trueleafs=[1], nodes_falseleafs=[1], leaf_targetids=[0, 0],
+        ...               leaf_weights=[-1.0, 1.0], tree_roots=[0], n_targets=1)[0]
+        array([[-1.],
+               [ 1.]], dtype=float32)
+    """
+    if aggregate_function not in (0, 1, 2, 3):
+        raise KernelError(f"TreeEnsemble: aggregate_function must be 0 (average), 1 (sum), "
+                          f"2 (min) or 3 (max), got {aggregate_function}")
+    if post_transform not in _TREE_POST_TRANSFORMS:
+        raise KernelError(f"TreeEnsemble: post_transform {post_transform} is not supported; "
+                          f"expected one of {sorted(_TREE_POST_TRANSFORMS)} (PROBIT is not)")
+    host = X if xp is np else xp.asnumpy(X)
+    values = _rows(np, host).astype(np.float64)
+    splits = np.asarray(nodes_splits, np.float64)
+    features, modes = np.asarray(nodes_featureids, np.int64), np.asarray(nodes_modes, np.int64)
+    true_ids, false_ids = np.asarray(nodes_truenodeids), np.asarray(nodes_falsenodeids)
+    true_leaf, false_leaf = np.asarray(nodes_trueleafs, bool), np.asarray(nodes_falseleafs, bool)
+    nan_goes_true = (np.zeros(len(modes), bool) if nodes_missing_value_tracks_true is None
+                     else np.asarray(nodes_missing_value_tracks_true, bool))
+    members = _tree_members(modes, membership_values)
+    roots = np.asarray(tree_roots, np.int64)
+    # a root whose both branches are the same leaf is that leaf, at the root's own index
+    root_is_leaf = true_leaf[roots] & false_leaf[roots] & (true_ids[roots] == false_ids[roots])
+    node = np.broadcast_to(roots, (len(values), len(roots))).copy()
+    at_leaf = np.broadcast_to(root_is_leaf, node.shape).copy()
+    for _ in range(len(modes) + 1):  # one tree level per step; no path is longer than the nodes
+        walking = np.nonzero(~at_leaf)
+        if len(walking[0]) == 0:
+            break
+        current = node[walking]
+        x = values[walking[0], features[current]]
+        split, mode = splits[current], modes[current]
+        in_set = (members[current] == x[:, None]).any(axis=1) if members.shape[1] else False
+        passed = np.select([mode == 0, mode == 1, mode == 2, mode == 3, mode == 4, mode == 5],
+                           [x <= split, x < split, x >= split, x > split, x == split,
+                            x != split], in_set)
+        go_true = passed | (nan_goes_true[current] & np.isnan(x))
+        node[walking] = np.where(go_true, true_ids[current], false_ids[current])
+        at_leaf[walking] = np.where(go_true, true_leaf[current], false_leaf[current])
+    weights = np.asarray(leaf_weights, np.float64)[node]
+    targets = np.asarray(leaf_targetids, np.int64)[node]
+    rows = np.broadcast_to(np.arange(len(values))[:, None], node.shape)
+    out_dtype = host.dtype if host.dtype.kind == "f" else np.dtype(np.float32)
+    if aggregate_function in (0, 1):
+        scores = np.zeros((len(values), n_targets))
+        np.add.at(scores, (rows, targets), weights)
+        if aggregate_function == 0:
+            scores /= len(roots)
+    else:
+        limits = np.finfo(out_dtype)
+        scores = np.full((len(values), n_targets),
+                         float(limits.max if aggregate_function == 2 else limits.min))
+        (np.minimum if aggregate_function == 2 else np.maximum).at(scores, (rows, targets), weights)
+    scores = _post_transform(np, scores, _TREE_POST_TRANSFORMS[post_transform])
+    return (xp.asarray(scores.astype(out_dtype)),)

@@ -84,3 +84,27 @@ def dequantize_linear(xp, x, x_scale, x_zero_point=None, *, axis=1, block_size=0
         zero = _along_axis(xp, x_zero_point, x, axis, block_size, "DequantizeLinear")
         values = values - zero.astype(dtype)
     return ((values * scale).astype(dtype, copy=False),)
+
+
+@kernel("DynamicQuantizeLinear", since=11)
+def dynamic_quantize_linear(xp, x):
+    """Quantise float x to uint8 with the scale and zero point its own range (widened to hold 0)
+    gives: y = saturate(round(x / scale) + zero_point), rounding half to even.
+
+    Example:
+        >>> import numpy as np
+        >>> y, scale, zero_point = dynamic_quantize_linear(np, np.float32([-1, 0, 2, 3]))
+        >>> y, zero_point
+        (array([  0,  64, 191, 255], dtype=uint8), array(64, dtype=uint8))
+        >>> scale  # 4 / 255
+        array(0.01568628, dtype=float32)
+    """
+    f32 = xp.float32
+    high = xp.maximum(x.max(), 0).astype(f32) if x.size else f32(0)
+    low = xp.minimum(x.min(), 0).astype(f32) if x.size else f32(0)
+    span = xp.where(high == low, f32(1), high - low)
+    scale = (span / f32(255)).astype(f32)
+    zero_point = xp.rint(xp.clip(f32(0) - low / scale, 0, 255))
+    y = xp.clip(xp.rint(x / scale) + zero_point, 0, 255)
+    return (y.astype(xp.uint8), xp.asarray(scale).astype(x.dtype),
+            xp.asarray(zero_point).astype(xp.uint8))

@@ -49,6 +49,14 @@ def _check_same_model(written, original, case):
         {t.name: (t.data_type, numpy_helper.to_array(t).tobytes()) for t in original.graph.initializer}, case
 
 
+def _passes_full_check(model) -> bool:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
+        return False
+    return True
+
+
 def test_backend_node_models_survive_both_round_trips(tmp_path):
     from onnx.backend.test.loader import load_model_tests
 
@@ -63,7 +71,8 @@ def test_backend_node_models_survive_both_round_trips(tmp_path):
             continue
         imported += 1
         written = onnx_writer.to_proto(graph)
-        onnx.checker.check_model(written, full_check=True)
+        # test_mvn fails full_check itself (shape inference of the opset-13 function body)
+        onnx.checker.check_model(written, full_check=_passes_full_check(case.model))
         _check_same_model(written, case.model, case.name)
         mkb_writer.save(graph, tmp_path / "case.mkb")
         _check_same_model(onnx_writer.to_proto(mkb_import.load(tmp_path / "case.mkb")), case.model, case.name)
