@@ -17,7 +17,9 @@ Threads: the registry hook, Tensor's conversion methods and the module hooks are
 time of a trace by dispatchers that act only in the tracing thread (see `_recording`).
 
 Lowering: an op with a `lowering` function (authoring/ops/*.py, beside the op) calls it with an
-`Emitter`; otherwise its `Onnx` spec for the target opset is emitted as one node.
+`Emitter`; otherwise its `Onnx` spec for the target opset is emitted as one node. A module with a
+lowering in `module_lowering.LOWERINGS` (nn.GRU, nn.LSTM) is recorded as one call: its forward
+runs eagerly recording nothing, then its lowering emits whole ONNX nodes for it.
 
 Example:
     >>> import numpy as np, modelkit.authoring as mk
@@ -52,6 +54,7 @@ from modelkit.authoring.ops.registry import INPLACE_ASSIGN, Attr, onnx_lowering
 from modelkit.authoring.tensor import Tensor
 from modelkit.exporter.errors import ExportError, TracerWarning
 from modelkit.exporter.ir import Graph, Value, dtype_name
+from modelkit.exporter.module_lowering import LOWERINGS
 from modelkit.exporter.onnx_writer import ONNX_TYPE_OF
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -219,6 +222,7 @@ def probe_run(model, args) -> list[Call]:
 class _ThisThread(threading.local):
     record = None  # fn(op, inputs, attrs, outputs) of the trace or probe running in this thread
     tracer = None  # its Tracer (module paths, conversion warnings); None for a probe run
+    lowered = None  # (module, its ModuleLowering, its input tensors) while it runs as one call
 
 
 _THIS_THREAD = _ThisThread()
@@ -232,13 +236,14 @@ _installed: dict = {}  # while some thread traces: "count", "registry" (the hook
 
 @contextlib.contextmanager
 def _recording(record, tracer):
-    previous = _THIS_THREAD.record, _THIS_THREAD.tracer
-    _THIS_THREAD.record, _THIS_THREAD.tracer = record, tracer
+    # `lowered` is reset too: a forward that raised inside a lowered module never left it
+    previous = _THIS_THREAD.record, _THIS_THREAD.tracer, _THIS_THREAD.lowered
+    _THIS_THREAD.record, _THIS_THREAD.tracer, _THIS_THREAD.lowered = record, tracer, None
     _install()
     try:
         yield
     finally:
-        _THIS_THREAD.record, _THIS_THREAD.tracer = previous
+        _THIS_THREAD.record, _THIS_THREAD.tracer, _THIS_THREAD.lowered = previous
         _uninstall()
 
 
@@ -277,19 +282,56 @@ def _uninstall() -> None:
 def _dispatch(op, inputs, attrs, outputs):
     record = _THIS_THREAD.record
     if record is not None:
-        record(op, inputs, attrs, outputs)
+        if _THIS_THREAD.lowered is None:  # inside a lowered module, its ops are not recorded
+            record(op, inputs, attrs, outputs)
     elif _installed.get("registry") is not None:  # a hook set before the trace: other threads
         _installed["registry"](op, inputs, attrs, outputs)
 
 
 def _enter_module(module, args):
+    if _THIS_THREAD.record is None or _THIS_THREAD.lowered is not None:
+        return
+    lowering = LOWERINGS.get(type(module))
+    if module._forward_pre_hooks or module._forward_hooks:
+        lowering = None  # the module's own hooks may change its inputs or outputs: trace them
+    kwargs = _call_kwargs(sys._getframe(1)) if lowering is not None else None
+    if kwargs is not None:
+        inputs = lowering.inputs(module, args, kwargs)
+        if inputs is not None:
+            _THIS_THREAD.lowered = (module, lowering, inputs)
     if _THIS_THREAD.tracer is not None:
         _THIS_THREAD.tracer.enter_module(module)
 
 
 def _leave_module(module, args, output):
+    lowered = _THIS_THREAD.lowered
+    if _THIS_THREAD.record is None or (lowered is not None and lowered[0] is not module):
+        return
+    if lowered is not None:
+        # the probe and the traced run both record the module call as one op, so they compare
+        _THIS_THREAD.lowered = None
+        _, lowering, inputs = lowered
+        outputs = _flat_tensors(output)
+        _THIS_THREAD.record(lowering, inputs, {"module": module}, outputs)
     if _THIS_THREAD.tracer is not None:
         _THIS_THREAD.tracer.leave_module()
+
+
+def _call_kwargs(frame) -> Optional[dict]:
+    """The keyword arguments of the `Module.__call__` running in `frame` (module hooks see only
+    the positional ones, and a lowering must see every input); None when `frame` is not one."""
+    if frame is None or frame.f_code is not Module.__call__.__code__:
+        return None
+    return frame.f_locals.get("kwargs", {})
+
+
+def _flat_tensors(result) -> list:
+    """The tensors of a module's output (a tensor, or nested tuples of them), in order."""
+    if isinstance(result, Tensor):
+        return [result]
+    if isinstance(result, (tuple, list)):
+        return [t for item in result for t in _flat_tensors(item)]
+    return []
 
 
 def _warning_conversion(original, how):

@@ -1,4 +1,5 @@
-"""The docstring examples of the tracer, `export`, the model-file loader and the passes run."""
+"""The docstring examples of the tracer, `export`, the module lowerings, the model-file loader and
+the passes run."""
 
 import doctest
 import importlib
@@ -7,7 +8,8 @@ import pytest
 
 MODULES = ["modelkit.exporter.trace", "modelkit.exporter.export", "modelkit.exporter.model_file",
            "modelkit.exporter.passes", "modelkit.exporter.passes.constant_folding",
-           "modelkit.exporter.passes.cleanup", "modelkit.exporter.passes.batchnorm_folding"]
+           "modelkit.exporter.passes.cleanup", "modelkit.exporter.passes.batchnorm_folding",
+           "modelkit.exporter.module_lowering"]
 
 
 @pytest.mark.parametrize("name", MODULES)
