@@ -12,6 +12,11 @@ Concat before a Reshape, as exporters write Flatten) runs as one step per consum
 caches it per input shape; the profiler shows that step under the chain's last node, with the
 shapes of the tensors the chain measures as its inputs.
 
+Runs of nodes that one kernel computes in fewer passes (the five-node Erf GELU, MatMul then its
+bias Add: see `fusion.find_fusions`) run as one step when their intermediates are private; the
+profiler shows that step under the run's last node, its op type the run's op types joined by
+"+" ("MatMul+Add").
+
 Elementwise nodes (Relu after a Conv, the residual Add of a ResNet block...) write into an input
 that dies at that node when a kernel of ours made that array fresh: same result, one
 intermediate buffer fewer to allocate and fault in. A Relu whose only reader is a MaxPool runs
@@ -36,12 +41,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from modelkit.edge_runtime.errors import KernelError, ModelFormatError, UnsupportedOpError
+from modelkit.edge_runtime.fusion import Fusion, find_fusions
 from modelkit.edge_runtime.format.model import Model, Node
 from modelkit.edge_runtime.graph_check import model_opset, node_label, op_id
 from modelkit.edge_runtime.kernels import conv as conv_kernels
@@ -68,6 +74,8 @@ class Plan:
     constant_slots: frozenset[int]
     nodes: tuple[Node, ...]
     labels: tuple[str, ...]
+    fusions: dict[int, Fusion] = field(default_factory=dict)
+    """{step's node index: the fused run it executes}, for profiles and errors."""
 
 
 def build_plan(model: Model, xp) -> Plan:
@@ -94,7 +102,10 @@ def build_plan(model: Model, xp) -> Plan:
                                  + "\n  ".join(m for m, _ in problems),
                                  missing=sorted({op for _, op in problems}))
     chains, in_chains = _shape_chains(model, graph_outputs) if xp is np else ({}, set())
-    reads = [chains[i][1] if i in chains else () if i in in_chains else node.inputs
+    fusions = _our_fusions(find_fusions(model, in_chains), bindings) if xp is np else {}
+    absorbed = {j for f in fusions.values() for j in f.nodes[:-1]}
+    reads = [chains[i][1] if i in chains else fusions[i].inputs if i in fusions
+             else () if i in in_chains or i in absorbed else node.inputs
              for i, node in enumerate(model.nodes)]
     last_reader = _last_readers(reads)
     for i, (_, _, chain_constants) in chains.items():
@@ -109,7 +120,7 @@ def build_plan(model: Model, xp) -> Plan:
                 slot_of[out] = len(slot_of) + 2
         if _is_constant(node):
             constants.update(_fold_constant(node, i, kernels[i], slot_of))
-        elif i in chains or i not in in_chains:
+        elif i in chains or (i not in in_chains and i not in absorbed):
             pending.append(i)
 
     if xp is np:
@@ -131,6 +142,10 @@ def build_plan(model: Model, xp) -> Plan:
             steps.append((_cached_chain(model, chains[i], kernels, constants, slot_of), ins,
                           outs, len(outs), tuple(sorted(dead)), i))
             continue
+        if i in fusions:
+            steps.append((fusions[i].make_kernel(xp, kernels), ins, outs, len(outs),
+                          tuple(sorted(dead)), i))
+            continue
         kernel = _prepared_kernel(xp, bindings[i], [constants.get(s) for s in ins]) or kernels[i]
         if i in relu_then_pool:
             kernel = _pass_through
@@ -147,7 +162,19 @@ def build_plan(model: Model, xp) -> Plan:
         initial[s] = value
     return Plan(steps=tuple(steps), initial_slots=tuple(initial), slot_of=slot_of,
                 constant_slots=frozenset(constants), nodes=tuple(model.nodes),
-                labels=tuple(node_label(n, i) for i, n in enumerate(model.nodes)))
+                labels=tuple(node_label(n, i) for i, n in enumerate(model.nodes)),
+                fusions=fusions)
+
+
+def _our_fusions(fusions: dict[int, Fusion], bindings: list) -> dict[int, Fusion]:
+    """The fusions none of whose nodes has a kernel registered in place of ours: a fused
+    step computes with our kernels, so it must not bypass a user's."""
+    return {i: f for i, f in fusions.items()
+            if all(bindings[j] is not None and bindings[j][0].__module__.startswith(_OUR_KERNELS)
+                   for j in f.nodes)}
+
+
+_OUR_KERNELS = "modelkit.edge_runtime.kernels."
 
 
 FRESH_OUTPUT_OPS = frozenset({
@@ -318,8 +345,10 @@ def kernel_error(plan: Plan, step: Step, slots: list, error: Exception) -> Kerne
     """
     _, ins, _, _, _, i = step
     node = plan.nodes[i]
+    fusion = plan.fusions.get(i)
+    names = fusion.inputs if fusion else node.inputs
     described = ", ".join(f"{name or '(omitted)'}: {_describe_value(slots[s])}"
-                          for name, s in zip(node.inputs, ins))
+                          for name, s in zip(names, ins))
     where = f"\n  source: {node.source}" if node.source else ""
     return KernelError(f"node {plan.labels[i]} failed: {type(error).__name__}: {error}\n"
                        f"  inputs: {described or '(none)'}{where}")

@@ -1,7 +1,8 @@
 """Per-node wall-time profiling of `Session.run`, exportable as Chrome-trace JSON.
 
 A session loaded with `profile=True` runs its plan through `Profiler.run_steps`, which times
-each kernel call with `time.perf_counter_ns` and keeps one `NodeTiming` per node per run.
+each kernel call with `time.perf_counter_ns` and keeps one `NodeTiming` per step per run (a
+fused step is timed once, as its last node, op type "MatMul+Add" and the like).
 Records accumulate across runs (and threads) until `clear()`; `chrome_trace()` gives the
 "traceEvents" document that Perfetto (ui.perfetto.dev) and chrome://tracing open.
 
@@ -73,7 +74,9 @@ class Profiler:
                     raise TypeError(f"the kernel returned {type(results).__name__}, expected a"
                                     f" tuple of {n_out} array(s)")
                 node = plan.nodes[i]
-                timings.append(NodeTiming(run, node.name or plan.labels[i], node.op_type,
+                fusion = plan.fusions.get(i)
+                timings.append(NodeTiming(run, node.name or plan.labels[i],
+                                          fusion.op_types if fusion else node.op_type,
                                           start - self._origin_ns, duration, _shapes(args),
                                           _shapes(results[:n_out]), thread))
                 if n_out == 1:

@@ -288,16 +288,17 @@ def test_profile_records_every_node_of_every_run_and_saves_chrome_trace(tmp_path
     for batch in (2, 5):
         sess.run({"x": np.ones((batch, 4), np.float32)})
     records = sess.profile()
-    assert [(r.run, r.node, r.op_type) for r in records[:4]] == [
-        (0, "fc1", "MatMul"), (0, "#1 Add", "Add"), (0, "relu", "Relu"), (0, "fc2", "MatMul")]
-    assert len(records) == 8 and all(r.duration_ns > 0 for r in records)
-    assert records[4].input_shapes == ((5, 4), (4, 8)) and records[4].output_shapes == ((5, 8),)
+    # fc1's MatMul and its bias Add run as one fused step, named after the Add
+    assert [(r.run, r.node, r.op_type) for r in records[:3]] == [
+        (0, "#1 Add", "MatMul+Add"), (0, "relu", "Relu"), (0, "fc2", "MatMul")]
+    assert len(records) == 6 and all(r.duration_ns > 0 for r in records)
+    assert records[3].input_shapes == ((5, 4), (4, 8), (8,)) and records[3].output_shapes == ((5, 8),)
     path = tmp_path / "trace.json"
     sess.save_profile(path)
     events = json.loads(path.read_text())["traceEvents"]
-    assert len(events) == 8 and {e["ph"] for e in events} == {"X"}
-    assert events[7]["name"] == "fc2" and events[7]["ts"] >= events[6]["ts"] + events[6]["dur"]
-    assert events[7]["dur"] == pytest.approx(records[7].duration_ns / 1000)
+    assert len(events) == 6 and {e["ph"] for e in events} == {"X"}
+    assert events[5]["name"] == "fc2" and events[5]["ts"] >= events[4]["ts"] + events[4]["dur"]
+    assert events[5]["dur"] == pytest.approx(records[5].duration_ns / 1000)
 
 
 def test_profile_needs_profiling_on():
