@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 
 import models  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 from runtime import interleaved_medians  # noqa: E402
-from training import BATCH  # noqa: E402
+from training import BATCH, modelkit_step, torch_step  # noqa: E402
 
 
 def missing_requirement() -> str | None:
@@ -47,45 +47,9 @@ def missing_requirement() -> str | None:
     return None if mk.cuda.is_available() else "modelkit sees no CUDA device"
 
 
-def modelkit_training_step(name, batch):
-    import modelkit.authoring as mk
-
-    model = models.build(name).train().to("cuda")
-    optimizer = mk.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = mk.nn.CrossEntropyLoss()
-    x = mk.tensor(models.example_input(name, batch), device="cuda")
-    y = mk.tensor(models.example_labels(batch), device="cuda")
-
-    def step():
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return float(loss.item())  # waits for the GPU, as the torch step does
-    return step
-
-
-def torch_training_step(name, batch):
-    import torch
-
-    model = models.build_torch(name, like=models.build(name)).train().cuda()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    x = torch.from_numpy(models.example_input(name, batch)).cuda()
-    y = torch.from_numpy(models.example_labels(batch)).cuda()
-
-    def step():
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return float(loss.item())
-    return step
-
-
 def training_row(name, budget_s):
     batch = BATCH[name]
-    ours, theirs = modelkit_training_step(name, batch), torch_training_step(name, batch)
+    ours, theirs = modelkit_step(name, batch, "cuda"), torch_step(name, batch, "cuda")
     (t_ours, t_torch), _ = interleaved_medians([ours, theirs], budget_s, warmup=3)
     return {"model": name, "batch": batch, "modelkit_ms": t_ours * 1e3,
             "pytorch_ms": t_torch * 1e3, "ratio": t_ours / t_torch}

@@ -25,8 +25,9 @@ BATCH = {"mlp": 64, "cnn": 64, "transformer": 16, "resnet18": 16}
 """The issue's batch sizes (ResNet-18 has no PyTorch figure there; 16 keeps a step short)."""
 
 
-def modelkit_step(name, batch):
-    """A function running one authoring training step of model `name` on a fixed batch.
+def modelkit_step(name, batch, device="cpu"):
+    """A function running one authoring training step of model `name` on a fixed batch, on
+    `device` ("cpu" or "cuda").
 
     Example:
         >>> step = modelkit_step("mlp", 4)
@@ -35,22 +36,23 @@ def modelkit_step(name, batch):
     """
     import modelkit.authoring as mk
 
-    model = models.build(name).train()
+    model = models.build(name).train().to(device)
     optimizer = mk.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = mk.nn.CrossEntropyLoss()
-    x, y = mk.tensor(models.example_input(name, batch)), mk.tensor(models.example_labels(batch))
+    x = mk.tensor(models.example_input(name, batch), device=device)
+    y = mk.tensor(models.example_labels(batch), device=device)
 
     def step():
         optimizer.zero_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
-        return float(loss.item())
+        return float(loss.item())  # on cuda this waits for the GPU, as torch's .item() does
     return step
 
 
-def torch_step(name, batch):
-    """The same step in PyTorch eager, from the same initial weights.
+def torch_step(name, batch, device="cpu"):
+    """The same step in PyTorch eager, from the same initial weights, on `device`.
 
     Example:
         >>> import pytest; _ = pytest.importorskip("torch")
@@ -59,11 +61,11 @@ def torch_step(name, batch):
     """
     import torch
 
-    model = models.build_torch(name, like=models.build(name)).train()
+    model = models.build_torch(name, like=models.build(name)).train().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
-    x = torch.from_numpy(models.example_input(name, batch))
-    y = torch.from_numpy(models.example_labels(batch))
+    x = torch.from_numpy(models.example_input(name, batch)).to(device)
+    y = torch.from_numpy(models.example_labels(batch)).to(device)
 
     def step():
         optimizer.zero_grad()
