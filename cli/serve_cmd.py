@@ -37,8 +37,11 @@ import click
               help="Default requests queued per model before 503.")
 @click.option("--max-body-mb", default=32, show_default=True, type=click.IntRange(1, 4096),
               help="Largest request body in MiB (413 above it).")
+@click.option("--max-buffered-mb", default=256, show_default=True, type=click.IntRange(1, 1 << 20),
+              help="Request-body MiB the server holds at once, all requests together (503 above it).")
 def serve(model_store, models, host, port, management_host, management_port, token_file, no_auth,
-          workers, max_batch_size, max_queue_delay_us, timeout_s, max_queue_size, max_body_mb):
+          workers, max_batch_size, max_queue_delay_us, timeout_s, max_queue_size, max_body_mb,
+          max_buffered_mb):
     """Serve every model in --model-store (or --models) until SIGTERM/Ctrl-C.
 
     Inference API on --port: POST /predictions/NAME, GET /ping, KServe v2 under /v2.
@@ -60,6 +63,7 @@ def serve(model_store, models, host, port, management_host, management_port, tok
         model_store=model_store, models=list(models) or None, host=host, port=port,
         management_host=management_host, management_port=management_port, token_file=token_file,
         auth=not no_auth, max_body_bytes=max_body_mb * 1024 * 1024,
+        max_buffered_bytes=max_buffered_mb * 1024 * 1024,
         defaults=ModelConfig(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
                              workers=workers, timeout_s=timeout_s, max_queue_size=max_queue_size))
     try:

@@ -26,7 +26,7 @@ from modelkit.edge_runtime.serving.codecs import (batch_key, check_feeds, dumps,
 from modelkit.edge_runtime.serving.datatypes import NUMPY_TO_V2, TRITON_CONFIG_TYPES
 from modelkit.edge_runtime.serving.errors import BadRequest, NotAcceptable, ServingError
 from modelkit.edge_runtime.serving.registry import ServedModel
-from modelkit.edge_runtime.serving.web import (endpoint, error_response, http_exception,
+from modelkit.edge_runtime.serving.web import (BodyLease, endpoint, error_response, http_exception,
                                                internal_error, json_response, read_body,
                                                unhandled_exception)
 
@@ -71,11 +71,14 @@ class _InferenceAPI:
 
     def counted(self, handler, style: str):
         """`endpoint` plus the request counter and latency histogram, labelled by model (only
-        registered names become labels, so clients cannot grow the metrics without bound)."""
+        registered names become labels, so clients cannot grow the metrics without bound), and
+        a lease on the server's body budget that `handler(request, lease)` holds until it
+        returns or fails."""
         async def wrapped(request: Request) -> Response:
             started = time.perf_counter()
             try:
-                response = await handler(request)
+                with self.state.body_budget.lease() as lease:
+                    response = await handler(request, lease)
             except ServingError as e:
                 response = error_response(e, style)
             except Exception:
@@ -103,9 +106,9 @@ class _InferenceAPI:
         healthy = self.registry.ready
         return json_response({"status": "Healthy" if healthy else "Unhealthy"}, 200 if healthy else 500)
 
-    async def predict(self, request: Request) -> Response:
+    async def predict(self, request: Request, lease: BodyLease) -> Response:
         model = self._model(request)
-        body = await read_body(request, self.state.max_body_bytes)
+        body = await read_body(request, self.state.max_body_bytes, lease)
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
         if model.handler is not None:
             feeds = await _call_handler(model.handler.preprocess, body, content_type)
@@ -180,9 +183,9 @@ class _InferenceAPI:
             document["dynamic_batching"] = {"max_queue_delay_microseconds": config.max_queue_delay_us}
         return json_response(document)
 
-    async def infer(self, request: Request) -> Response:
+    async def infer(self, request: Request, lease: BodyLease) -> Response:
         model = self._model(request)
-        body = await read_body(request, self.state.max_body_bytes)
+        body = await read_body(request, self.state.max_body_bytes, lease)
         document = await _decode(parse_json, body)
         feeds, wanted = await _decode(v2_feeds, document, model.inputs, model.outputs, size=len(body))
         outputs = await self._run(model, feeds)

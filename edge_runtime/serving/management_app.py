@@ -124,6 +124,7 @@ class _ManagementAPI:
         return json_response({"status": f"Model \"{name}\" version(s) {removed} unregistered"})
 
     async def metrics_text(self, request: Request) -> Response:
+        self.state.metrics.buffered_body_bytes.set(self.state.body_budget.used)
         for versions in self.registry.models.values():
             for m in versions.values():
                 self.state.metrics.queue_depth.labels(model=m.entry.name, version=m.entry.version).set(

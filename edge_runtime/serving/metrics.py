@@ -36,6 +36,8 @@ class ServerMetrics:
                                  ["model", "version"], registry=r)
         self.workers = Gauge("modelkit_workers", "Live worker processes", ["model", "version"],
                              registry=r)
+        self.buffered_body_bytes = Gauge("modelkit_buffered_body_bytes", "Request-body bytes the"
+                                         " server holds now, against --max-buffered-mb", registry=r)
         self.worker_restarts = Counter("modelkit_worker_restarts", "Workers restarted after they"
                                        " died or ran past the timeout", ["model", "version"], registry=r)
 

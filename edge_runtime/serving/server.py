@@ -39,11 +39,12 @@ from modelkit.edge_runtime.serving.management_app import build_management_app
 from modelkit.edge_runtime.serving.metrics import ServerMetrics
 from modelkit.edge_runtime.serving.registry import ModelRegistry
 from modelkit.edge_runtime.serving.store import ModelConfig, check_name, list_names
-from modelkit.edge_runtime.serving.web import ConcurrencyLimit
+from modelkit.edge_runtime.serving.web import BodyBudget, ConcurrencyLimit
 
 log = logging.getLogger("modelkit.serve")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 GRACEFUL_TIMEOUT_S = 30
 
 
@@ -61,6 +62,7 @@ class ServeOptions:
     auth: bool = True
     defaults: ModelConfig = field(default_factory=ModelConfig)
     max_body_bytes: int = MAX_BODY_BYTES
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES  # request bodies held at once, server-wide
     max_requests: int = 1000  # per port, in the app at once (then JSON 503)
 
 
@@ -71,6 +73,7 @@ class ServerState:
     registry: ModelRegistry
     metrics: ServerMetrics
     max_body_bytes: int
+    body_budget: BodyBudget
     token: Optional[str]
     token_file: Optional[str]
     version: str
@@ -80,7 +83,7 @@ class ServerState:
         """A state over an empty store (for docstrings)."""
         metrics = ServerMetrics()
         return cls(ModelRegistry(tempfile.gettempdir(), ModelConfig(), metrics), metrics,
-                   MAX_BODY_BYTES, None, None, _version())
+                   MAX_BODY_BYTES, BodyBudget(MAX_BUFFERED_BYTES), None, None, _version())
 
 
 class _Server(uvicorn.Server):
@@ -185,7 +188,8 @@ async def serve(options: ServeOptions) -> int:
         sockets.append(_bind(options.host, options.port))
         sockets.append(_bind(options.management_host, options.management_port))
         token, token_file = write_token_file(options.token_file) if options.auth else (None, None)
-        state = ServerState(registry, metrics, options.max_body_bytes, token, token_file, _version())
+        state = ServerState(registry, metrics, options.max_body_bytes,
+                            BodyBudget(options.max_buffered_bytes), token, token_file, _version())
         results = await asyncio.gather(*(registry.register(n) for n in names), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:

@@ -1,5 +1,6 @@
-"""What both Starlette apps share: reading a body under a size limit, JSON responses, and
-turning every failure into the API's own JSON error (never a traceback, never HTML).
+"""What both Starlette apps share: reading a body under a per-request size limit and a
+server-wide budget of buffered body bytes, JSON responses, and turning every failure into the
+API's own JSON error (never a traceback, never HTML).
 
 Example:
     >>> error_response(BadRequest("no"), "v2").body
@@ -55,21 +56,91 @@ def internal_error(style: str) -> Response:
     return error_response(ServingError("internal server error; the server log has the details"), style)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes while reading (a Content-Length is
-    checked first, but a chunked body is counted as it arrives).
+class BodyBudget:
+    """The server-wide budget of request-body bytes held in memory at once: each request takes a
+    `lease` for its whole life (reading, decoding, queueing for a batch, running), so the budget
+    also covers the decoded inputs waiting in the batcher; the lease gives its bytes back when
+    the request ends, however it ends. A request that would go over the budget gets 503 with
+    Retry-After instead of being buffered.
 
-    Example: exercised by the server tests (413 for declared and chunked oversize bodies).
+    NOTE: both apps run on one asyncio event loop and the counter only changes between awaits,
+    so a plain int needs no lock.
+
+    Example:
+        >>> budget = BodyBudget(limit=100)
+        >>> with budget.lease() as lease:
+        ...     lease.cover(60)
+        ...     budget.used
+        60
+        >>> budget.used
+        0
+        >>> with budget.lease() as a, budget.lease() as b:
+        ...     a.cover(60)
+        ...     b.cover(60)
+        Traceback (most recent call last):
+        ...
+        modelkit.edge_runtime.serving.errors.ServiceUnavailable: the server already buffers 60 bytes of request bodies; 60 more would exceed its budget of 100 bytes (--max-buffered-mb); retry later
+        >>> budget.used
+        0
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+
+    def lease(self) -> "BodyLease":
+        """A new, empty lease on this budget (use it as a context manager)."""
+        return BodyLease(self)
+
+
+class BodyLease:
+    """The bytes one request holds of a `BodyBudget`; returned in full on leaving `with`."""
+
+    def __init__(self, budget: BodyBudget):
+        self.budget = budget
+        self.held = 0
+
+    def cover(self, size: int) -> None:
+        """Make this lease hold at least `size` bytes, or raise `ServiceUnavailable` (503)."""
+        more = size - self.held
+        if more <= 0:
+            return
+        budget = self.budget
+        if budget.used + more > budget.limit:
+            raise ServiceUnavailable(
+                f"the server already buffers {budget.used} bytes of request bodies; {more} more"
+                f" would exceed its budget of {budget.limit} bytes (--max-buffered-mb); retry later",
+                retry_after=1)
+        budget.used += more
+        self.held = size
+
+    def __enter__(self) -> "BodyLease":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.budget.used -= self.held
+        self.held = 0
+
+
+async def read_body(request: Request, limit: int, lease: BodyLease) -> bytes:
+    """The request body, refusing more than `limit` bytes (413) or more than `lease`'s budget
+    can take (503). A Content-Length is checked and leased before reading any of the body; a
+    chunked body is counted and leased as it arrives.
+
+    Example: exercised by the server tests (413 and 503 for declared and chunked bodies).
     """
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    if declared.isdigit():
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+        lease.cover(int(declared))
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+            lease.cover(size)
             chunks.append(chunk)
     except ClientDisconnect:
         raise BadRequest("the client disconnected before sending the whole body") from None
