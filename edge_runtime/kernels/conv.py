@@ -8,6 +8,8 @@ NC* output layout. Groups become one batched matmul; depthwise convolutions (one
 per group) are a sum over taps of shifted slices times per-channel weights.
 ConvTranspose and the input gradient of Conv are the same computation: a GEMM with the
 transposed weight followed by col2im (scatter-adding each tap's slice back into place).
+Prepared (load-time weight) 3x3 stride-1 convs may instead run Winograd F(2x2, 3x3), where
+it is measured to be faster on the input shape (see `prepare_conv`).
 
 Example:
     >>> import numpy as np
@@ -20,6 +22,8 @@ Example:
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -257,6 +261,11 @@ def prepare_conv(xp, attrs: dict, constants: list):
     view of the padded (C, *in) image and the GEMM writes (M, OUT), which already is the
     (1, M, *out) output. Called with other inputs (or dtypes) it runs `conv`.
 
+    A 2-D 3x3 stride-1 undilated Conv also gets its Winograd weight (`_winograd_weight`) at
+    prepare time; at the first call with each input shape both paths are timed and the
+    faster one is kept for that shape (`WINOGRAD_POLICY`; the choices are in the returned
+    function's `winograd_chosen`, input shape -> bool).
+
     Example:
         >>> import numpy as np
         >>> x = np.ones((1, 1, 3, 3), np.float32); w = np.ones((2, 1, 3, 3), np.float32)
@@ -280,10 +289,30 @@ def prepare_conv(xp, attrs: dict, constants: list):
     fold = b is not None and weight.nbytes <= _FOLD_BYTES
     weight_and_bias = xp.concatenate([weight, bias], axis=1) if fold else None
     geometries: dict[tuple, tuple[Window, _SampleColumns | None]] = {}
+    winograd_weight = _winograd_weight(xp, w) if _winograd_applies(w, attrs) else None
+    # per input shape: whether Winograd ran faster than im2col there (measured at first sight)
+    winograd_chosen: dict[tuple, bool] = {}
 
     def prepared_conv(x, w_in, b_in=None):
         if w_in is not w or b_in is not b or x.dtype != weight.dtype:
             return conv(xp, x, w_in, b_in, **attrs)
+        if winograd_weight is not None:
+            chosen = winograd_chosen.get(x.shape)
+            if chosen is None:
+                chosen = _winograd_chosen(xp, lambda: winograd(x), lambda: im2col_conv(x))
+                if len(winograd_chosen) >= _SHAPES_KEPT:
+                    winograd_chosen.clear()
+                winograd_chosen[x.shape] = chosen
+            if chosen:
+                return (winograd(x),)
+        return im2col_conv(x)
+
+    def winograd(x):
+        win = window(x.shape[2:], (3, 3), pads=attrs.get("pads"),
+                     auto_pad=attrs.get("auto_pad", "NOTSET"), op="Conv")
+        return _winograd_conv(xp, x, winograd_weight, b, win)
+
+    def im2col_conv(x):
         known = geometries.get(x.shape)
         if known is None:
             known = _conv_geometry(x, w, attrs)
@@ -311,10 +340,177 @@ def prepare_conv(xp, attrs: dict, constants: list):
         else:
             xp.add(outputs, bias.reshape((m,) + (1,) * (len(sample.grid) - 1)), out=out[0])
         return (out,)
+    prepared_conv.winograd_chosen = winograd_chosen
     return prepared_conv
 
 
 _SHAPES_KEPT = 32  # input shapes a prepared kernel remembers (dynamic H/W would grow it forever)
+
+
+# Winograd F(2x2, 3x3) (Lavin & Gray 2015): a 3x3 stride-1 conv on 4x4 input tiles d, 2x2
+# output tiles y = A^T [(G g G^T) * (B^T d B)] A, i.e. 16 GEMMs with K = C instead of one with
+# K = 9*C (2.25x fewer multiply-adds). The transform matrices hold only 0, +-1 and 1/2, so
+# float32 keeps within a few ulps of the direct sum for 3x3 kernels.
+_WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+
+# "measure": time both paths at the first call with an input shape and keep the faster one;
+# "always" / "never" pin the choice (for benchmarks and tests). Read when a Conv is prepared.
+WINOGRAD_POLICY = "measure"
+
+
+def _winograd_applies(w, attrs) -> bool:
+    """Whether a prepared (group 1, float32) Conv with weight w is a 2-D 3x3 stride-1
+    undilated one, the only kind F(2x2, 3x3) computes."""
+    def given(name, default):
+        value = attrs.get(name)
+        return default if value is None or not len(value) else tuple(int(v) for v in value)
+    return (WINOGRAD_POLICY != "never" and w.ndim == 4 and tuple(w.shape[2:]) == (3, 3)
+            and given("kernel_shape", (3, 3)) == (3, 3) and given("strides", (1, 1)) == (1, 1)
+            and given("dilations", (1, 1)) == (1, 1))
+
+
+def _winograd_weight(xp, w):
+    """U = G g G^T for every (output, input) channel pair of w (M, C, 3, 3), laid out as
+    (16, C, M) (tile position, then the GEMM's right operand); computed in float64.
+
+    Example:
+        >>> import numpy as np
+        >>> _winograd_weight(np, np.ones((1, 1, 3, 3), np.float32))[:4, 0, 0]
+        array([1. , 1.5, 0.5, 1. ], dtype=float32)
+    """
+    g = xp.asarray(_WINOGRAD_G, dtype=xp.float64)
+    u = xp.einsum("ai,mcij,bj->abcm", g, w.astype(xp.float64), g)
+    return xp.ascontiguousarray(u.reshape(16, w.shape[1], w.shape[0]).astype(w.dtype))
+
+
+def _winograd_conv(xp, x, u, b, win: Window):
+    """Conv of x (N, C, H, W) by the 3x3 weight whose `_winograd_weight` is u, plus bias b.
+
+    Everything runs in a channels-last (rows, columns, N, C) layout so that each transform
+    step is an elementwise op over contiguous N*C runs and each tile position's GEMM operand
+    is a plain (tiles*N, C) matrix (the same steps on NCHW views with stride-2 rows of 7 were
+    3x slower, measured at batch 32 on 14x14).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+        >>> u = _winograd_weight(np, np.ones((1, 1, 3, 3), np.float32))
+        >>> _winograd_conv(np, x, u, None, window((4, 4), (3, 3), pads=[1, 1, 1, 1]))[0, 0, 0]
+        array([10., 18., 24., 18.], dtype=float32)
+    """
+    n, m = x.shape[0], u.shape[2]
+    y = xp.empty((n, m) + win.out, dtype=x.dtype)
+    tiles_per_sample = -(-win.out[0] // 2) * -(-win.out[1] // 2)
+    chunk = max(1, _WINOGRAD_BYTES // (16 * tiles_per_sample * m * x.itemsize))
+    for start in range(0, n, chunk):
+        _winograd_block(xp, x[start:start + chunk], u, b, win, y[start:start + chunk])
+    return y
+
+
+# NOTE: samples go through in chunks whose GEMM output is about 4 MiB, so each transform
+# reads what the previous step wrote while it is still in cache (batch 32, measured: 64
+# channels of 32x32 37 -> 21 ms, 64 of 16x16 5.5 -> 4.7 ms; 2 and 8 MiB chunks were slower)
+_WINOGRAD_BYTES = 1 << 22
+
+
+def _winograd_block(xp, x, u, b, win: Window, y):
+    """`_winograd_conv` of the samples x, written into y."""
+    n, c, h, w = x.shape
+    m = u.shape[2]
+    (top, left), (out_h, out_w) = win.begin, win.out
+    tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
+    scratch = _scratch(xp, x.dtype)
+    # rounded up to whole tiles: the extra zero rows/columns only feed cropped outputs
+    padded = scratch("padded", (2 * tiles_h + 2, 2 * tiles_w + 2, n, c))
+    padded.fill(0)
+    padded[top:top + h, left:left + w] = x.transpose(2, 3, 0, 1)
+    # V = B^T d B: rows first (over every column), then columns
+    rows = [padded[i:i + 2 * tiles_h:2] for i in range(4)]
+    half = scratch("half", (4,) + rows[0].shape)
+    _winograd_input_step(xp, rows, half)
+    v = scratch("v", (4, 4, tiles_h, tiles_w, n, c))
+    _winograd_input_step(xp, [half[:, :, j:j + 2 * tiles_w:2] for j in range(4)],
+                         v.transpose(1, 0, 2, 3, 4, 5))
+    # the product's 17th slab holds the bias, which the output matrix adds to every output
+    product = scratch("product", (17, tiles_h * tiles_w * n, m))
+    xp.matmul(v.reshape(16, -1, c), u, out=product[:16])
+    used = 16 if b is None else 17
+    if b is not None:
+        product[16] = b
+    # Y = A^T M A: the 4 outputs of each tile as one (4, 16) GEMM over all tiles and channels
+    # (one pass over the product: 4-5% faster end to end than 8 elementwise passes)
+    outputs = scratch("outputs", (2, 2, tiles_h, tiles_w, n * m))
+    xp.matmul(_winograd_output_matrix(xp, x.dtype)[:, :used], product[:used].reshape(used, -1),
+              out=outputs.reshape(4, -1))
+    rows_of_y = y.reshape(n * m, out_h, out_w)
+    # NOTE: one output row and column parity at a time: a whole (H, W, N*M) -> (N*M, H, W)
+    # transposing copy runs 3-4x slower (785 -> 175 us for 64 channels of 14x14, batch 32)
+    for i in range(out_h):
+        for j in range(2):
+            columns = rows_of_y[:, i, j::2]
+            xp.copyto(columns, outputs[i % 2, j, i // 2, :columns.shape[1]].T)
+
+
+@functools.lru_cache(maxsize=8)
+def _winograd_output_matrix(xp, dtype):
+    """A^T . A as a (4, 16) matrix, plus a column of ones for the bias: row 2*r + s gives
+    output (r, s) of a tile from its 16 transformed products."""
+    a = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+    transform = np.einsum("ra,sb->rsab", a, a).reshape(4, 16)
+    return xp.asarray(np.concatenate([transform, np.ones((4, 1))], axis=1), dtype=dtype)
+
+
+# NOTE: the transforms' buffers (~15 MiB at most, by the chunking above) are kept per thread
+# and reused by every Winograd conv that thread runs: fresh multi-MiB arrays each call come
+# from mmap and page-fault on first touch, which made the conv 2-4x slower whenever the
+# allocator had not been warmed by larger arrays (7.4 vs 1.8 ms, 32 channels of 14x14).
+_SCRATCH = threading.local()
+
+
+def _scratch(xp, dtype):
+    """A function (name, shape) -> this thread's reusable array of that shape for `name`
+    (contents undefined), growing its storage when a larger one is asked for."""
+    buffers = _SCRATCH.__dict__.setdefault((xp.__name__, xp.dtype(dtype).str), {})
+
+    def buffer(name, shape):
+        size = size_of(shape)
+        storage = buffers.get(name)
+        if storage is None or storage.size < size:
+            storage = buffers[name] = xp.empty(size, dtype=dtype)
+        return storage[:size].reshape(shape)
+    return buffer
+
+
+def _winograd_input_step(xp, d, out):
+    """out[0..3] = B^T applied along the list d of four arrays (one transform axis)."""
+    xp.subtract(d[0], d[2], out=out[0])
+    xp.add(d[1], d[2], out=out[1])
+    xp.subtract(d[2], d[1], out=out[2])
+    xp.subtract(d[1], d[3], out=out[3])
+
+
+_RACE_RUNS = 3  # timed runs per path when choosing; the fastest counts
+
+
+def _winograd_chosen(xp, winograd, im2col) -> bool:
+    """Whether `winograd` runs faster than `im2col` (both zero-argument calls of the same
+    conv), by the best of a few timed runs each; honours `WINOGRAD_POLICY`."""
+    if WINOGRAD_POLICY != "measure":
+        return WINOGRAD_POLICY == "always"
+    return _best_time(xp, winograd) < _best_time(xp, im2col)
+
+
+def _best_time(xp, run) -> float:
+    # a GPU array module runs asynchronously: wait for the device before reading the clock
+    stream = getattr(getattr(xp, "cuda", None), "get_current_stream", None)
+    best = float("inf")
+    for _ in range(_RACE_RUNS):
+        start = time.perf_counter()
+        run()
+        if stream is not None:
+            stream().synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
 _FOLD_BYTES = 1 << 20  # the largest weight copied to fold the bias in (see prepare_conv)
 
 
