@@ -289,17 +289,21 @@ def prepare_conv(xp, attrs: dict, constants: list):
     fold = b is not None and weight.nbytes <= _FOLD_BYTES
     weight_and_bias = xp.concatenate([weight, bias], axis=1) if fold else None
     geometries: dict[tuple, tuple[Window, _SampleColumns | None]] = {}
-    winograd_weight = _winograd_weight(xp, w) if _winograd_applies(w, attrs) else None
+    winograd_applies = _winograd_applies(w, attrs)
+    # NOTE: the Winograd weight (16/9 the size of w, a copy) is made only when a shape with
+    # enough tiles first arrives: batch-1 serving and cold start keep w mapped from the file
+    winograd_weight = None
     # per input shape: whether Winograd ran faster than im2col there (measured at first sight)
     winograd_chosen: dict[tuple, bool] = {}
 
     def prepared_conv(x, w_in, b_in=None):
         if w_in is not w or b_in is not b or x.dtype != weight.dtype:
             return conv(xp, x, w_in, b_in, **attrs)
-        if winograd_weight is not None:
+        if winograd_applies:
             chosen = winograd_chosen.get(x.shape)
             if chosen is None:
-                chosen = _winograd_chosen(xp, lambda: winograd(x), lambda: im2col_conv(x))
+                chosen = _winograd_worth_trying(x.shape, w.shape) and _winograd_chosen(
+                    xp, lambda: winograd(x), lambda: im2col_conv(x))
                 if len(winograd_chosen) >= _SHAPES_KEPT:
                     winograd_chosen.clear()
                 winograd_chosen[x.shape] = chosen
@@ -308,6 +312,9 @@ def prepare_conv(xp, attrs: dict, constants: list):
         return im2col_conv(x)
 
     def winograd(x):
+        nonlocal winograd_weight
+        if winograd_weight is None:
+            winograd_weight = _winograd_weight(xp, w)
         win = window(x.shape[2:], (3, 3), pads=attrs.get("pads"),
                      auto_pad=attrs.get("auto_pad", "NOTSET"), op="Conv")
         return _winograd_conv(xp, x, winograd_weight, b, win)
@@ -490,6 +497,25 @@ def _winograd_input_step(xp, d, out):
 
 
 _RACE_RUNS = 3  # timed runs per path when choosing; the fastest counts
+
+
+def _winograd_worth_trying(x_shape, w_shape) -> bool:
+    """Whether a conv of x (N, C, H, W) by w (M, C, 3, 3) is big enough to time Winograd on.
+
+    Small convs (a batch-1 ResNet-18 layer is 9.4 M multiply-adds) gain little, and the race
+    would cost their first call two extra runs and a float32 copy of the weight 16/9 its size.
+
+    Example:
+        >>> _winograd_worth_trying((32, 32, 14, 14), (64, 32, 3, 3))
+        True
+        >>> _winograd_worth_trying((1, 64, 16, 16), (64, 64, 3, 3))
+        False
+    """
+    n, c, h, w = x_shape
+    return WINOGRAD_POLICY == "always" or n * h * w * c * w_shape[0] * 9 >= _WINOGRAD_MIN_MACS
+
+
+_WINOGRAD_MIN_MACS = 1 << 25
 
 
 def _winograd_chosen(xp, winograd, im2col) -> bool:
