@@ -25,7 +25,7 @@ test: $(STAMP)
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz timeout 1800 $(PY) -m pytest -q -p no:warnings --hypothesis-show-statistics tests/fuzz
 
-# Writes benchmarks/results.json and benchmarks/results.md (about 5 minutes on 2 cores).
+# Writes benchmarks/results.json and benchmarks/results.md (3-6 minutes on 2 cores).
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py --out benchmarks
 
