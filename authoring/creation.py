@@ -293,14 +293,7 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad=False) ->
         >>> rand(2, 3).shape
         modelkit.Size([2, 3])
     """
-    target = _float_dtype(dtype, "rand")
-    draw_dtype = target if target != np.float16 else np.float32
-    cuda = _cuda_state(device, generator)
-    if cuda is not None:
-        draw = cuda.random_sample(_size(size), dtype=draw_dtype)
-    else:
-        draw = numpy_generator(generator).random(_size(size), dtype=draw_dtype)
-    return _finish(draw, target, device, requires_grad)
+    return _random_floats("rand", size, generator, dtype, device, requires_grad)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -310,14 +303,22 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -
         >>> randn(4).dtype
         modelkit.float32
     """
-    target = _float_dtype(dtype, "randn")
-    draw_dtype = target if target != np.float16 else np.float32
+    return _random_floats("randn", size, generator, dtype, device, requires_grad)
+
+
+# per creation function: the sampler of cupy's RandomState, then of numpy's Generator
+_FLOAT_SAMPLERS = {"rand": ("random_sample", "random"),
+                   "randn": ("standard_normal", "standard_normal")}
+
+
+def _random_floats(name, size, generator, dtype, device, requires_grad) -> Tensor:
+    target = _float_dtype(dtype, name)
+    draw_dtype = target if target != np.float16 else np.float32  # generators draw float32/64
     cuda = _cuda_state(device, generator)
-    if cuda is not None:
-        draw = cuda.standard_normal(_size(size), dtype=draw_dtype)
-    else:
-        draw = numpy_generator(generator).standard_normal(_size(size), dtype=draw_dtype)
-    return _finish(draw, target, device, requires_grad)
+    cuda_sampler, numpy_sampler = _FLOAT_SAMPLERS[name]
+    sample = (getattr(cuda, cuda_sampler) if cuda is not None
+              else getattr(numpy_generator(generator), numpy_sampler))
+    return _finish(sample(_size(size), dtype=draw_dtype), target, device, requires_grad)
 
 
 def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=None,

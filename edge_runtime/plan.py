@@ -54,6 +54,7 @@ from modelkit.edge_runtime.kernels import conv as conv_kernels
 from modelkit.edge_runtime.kernels import matmul as matmul_kernels
 from modelkit.edge_runtime.kernels import pool as pool_kernels
 from modelkit.edge_runtime.kernels import registry
+from modelkit.edge_runtime.shape_cache import ShapeCache
 
 NONE_SLOT = 0
 """Always None: what an omitted optional input ("") reads."""
@@ -426,26 +427,20 @@ def _cached_chain(model: Model, chain: tuple, kernels: list, constants: dict, sl
     needed, roots, constant_inputs = chain
     values = {name: constants[slot_of[name]] for name in constant_inputs}
     wanted = model.nodes[needed[-1]].outputs
-    cache: dict[tuple, tuple] = {}
+    cache = ShapeCache()
+
+    def run_chain(root_values):
+        known = dict(values, **dict(zip(roots, root_values)))
+        for j in needed:
+            node = model.nodes[j]
+            known.update(zip(node.outputs, kernels[j](*[known[n] if n else None
+                                                        for n in node.inputs])))
+        return tuple(_read_only(known[n]) if n else None for n in wanted)
 
     def shape_chain(*root_values):
-        key = tuple(v.shape for v in root_values)
-        hit = cache.get(key)
-        if hit is None:
-            known = dict(values, **dict(zip(roots, root_values)))
-            for j in needed:
-                node = model.nodes[j]
-                known.update(zip(node.outputs, kernels[j](*[known[n] if n else None
-                                                            for n in node.inputs])))
-            hit = tuple(_read_only(known[n]) if n else None for n in wanted)
-            if len(cache) >= _SHAPES_KEPT:
-                cache.clear()
-            cache[key] = hit
-        return hit
+        return cache.computed(tuple(v.shape for v in root_values),
+                              lambda: run_chain(root_values))
     return shape_chain
-
-
-_SHAPES_KEPT = 32  # root shapes a shape chain remembers (dynamic dims would grow it forever)
 
 
 def _read_only(value):

@@ -30,6 +30,7 @@ import numpy as np
 
 from modelkit.edge_runtime.errors import KernelError
 from modelkit.edge_runtime.kernels.registry import kernel
+from modelkit.edge_runtime.shape_cache import ShapeCache
 from modelkit.edge_runtime.kernels.spatial import (
     Window, crop_spatial, pad_spatial, size_of, strided_windows, tap_slices, taps, window,
 )
@@ -288,26 +289,21 @@ def prepare_conv(xp, attrs: dict, constants: list):
     # with every weight copied, 76 MiB with this limit)
     fold = b is not None and weight.nbytes <= _FOLD_BYTES
     weight_and_bias = xp.concatenate([weight, bias], axis=1) if fold else None
-    geometries: dict[tuple, tuple[Window, _SampleColumns | None]] = {}
+    geometries = ShapeCache()  # input shape -> (Window, _SampleColumns or None)
     winograd_applies = _winograd_applies(w, attrs)
     # NOTE: the Winograd weight (16/9 the size of w, a copy) is made only when a shape with
     # enough tiles first arrives: batch-1 serving and cold start keep w mapped from the file
     winograd_weight = None
     # per input shape: whether Winograd ran faster than im2col there (measured at first sight)
-    winograd_chosen: dict[tuple, bool] = {}
+    winograd_chosen = ShapeCache()
 
     def prepared_conv(x, w_in, b_in=None):
         if w_in is not w or b_in is not b or x.dtype != weight.dtype:
             return conv(xp, x, w_in, b_in, **attrs)
         if winograd_applies:
-            chosen = winograd_chosen.get(x.shape)
-            if chosen is None:
-                chosen = _winograd_worth_trying(x.shape, w.shape) and _winograd_chosen(
-                    xp, lambda: winograd(x), lambda: im2col_conv(x))
-                if len(winograd_chosen) >= _SHAPES_KEPT:
-                    winograd_chosen.clear()
-                winograd_chosen[x.shape] = chosen
-            if chosen:
+            if winograd_chosen.computed(x.shape, lambda: (
+                    _winograd_worth_trying(x.shape, w.shape)
+                    and _winograd_chosen(xp, lambda: winograd(x), lambda: im2col_conv(x)))):
                 return (winograd(x),)
         return im2col_conv(x)
 
@@ -320,13 +316,7 @@ def prepare_conv(xp, attrs: dict, constants: list):
         return _winograd_conv(xp, x, winograd_weight, b, win)
 
     def im2col_conv(x):
-        known = geometries.get(x.shape)
-        if known is None:
-            known = _conv_geometry(x, w, attrs)
-            if len(geometries) >= _SHAPES_KEPT:
-                geometries.clear()
-            geometries[x.shape] = known
-        win, sample = known
+        win, sample = geometries.computed(x.shape, lambda: _conv_geometry(x, w, attrs))
         if sample is None:
             return (_channel_major_conv(xp, x, w, b, win, weight_and_bias),)
         if sample.view_shape is None:
@@ -351,7 +341,6 @@ def prepare_conv(xp, attrs: dict, constants: list):
     return prepared_conv
 
 
-_SHAPES_KEPT = 32  # input shapes a prepared kernel remembers (dynamic H/W would grow it forever)
 
 
 # Winograd F(2x2, 3x3) (Lavin & Gray 2015): a 3x3 stride-1 conv on 4x4 input tiles d, 2x2

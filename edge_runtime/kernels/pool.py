@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from modelkit.edge_runtime.errors import KernelError
 from modelkit.edge_runtime.kernels.registry import kernel
+from modelkit.edge_runtime.shape_cache import ShapeCache
 from modelkit.edge_runtime.kernels.spatial import (
     Window, crop_spatial, pad_spatial, size_of, tap_slices, taps, window,
 )
@@ -146,23 +147,17 @@ def prepare_max_pool(xp, attrs: dict, constants: list):
     """
     if attrs.get("n_outputs", 2) != 1:
         return None
-    known: dict[tuple, tuple] = {}
+    known = ShapeCache()
+
+    def max_passes(x):
+        win = _pool_window("MaxPool", x, attrs.get("kernel_shape"), attrs.get("strides"),
+                           attrs.get("dilations"), attrs.get("pads"),
+                           attrs.get("auto_pad", "NOTSET"), attrs.get("ceil_mode", 0))
+        return _max_passes(x.shape, win)
 
     def prepared_max_pool(x):
-        passes = known.get(x.shape)
-        if passes is None:
-            win = _pool_window("MaxPool", x, attrs.get("kernel_shape"), attrs.get("strides"),
-                               attrs.get("dilations"), attrs.get("pads"),
-                               attrs.get("auto_pad", "NOTSET"), attrs.get("ceil_mode", 0))
-            passes = _max_passes(x.shape, win)
-            if len(known) >= _SHAPES_KEPT:
-                known.clear()
-            known[x.shape] = passes
-        return (_separable_max(xp, x, passes),)
+        return (_separable_max(xp, x, known.computed(x.shape, lambda: max_passes(x))),)
     return prepared_max_pool
-
-
-_SHAPES_KEPT = 32  # input shapes a prepared kernel remembers (dynamic H/W would grow it forever)
 
 
 def _first_argmax(xp, x, win: Window):
@@ -301,16 +296,10 @@ def prepare_average_pool(xp, attrs: dict, constants: list):
         >>> pool(np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2))[0]
         array([[[[1.5]]]], dtype=float32)
     """
-    known: dict[tuple, tuple] = {}
+    known = ShapeCache()
 
     def prepared_average_pool(x):
-        geometry = known.get(x.shape)
-        if geometry is None:
-            geometry = _average_geometry(xp, x, attrs)
-            if len(known) >= _SHAPES_KEPT:
-                known.clear()
-            known[x.shape] = geometry
-        win, whole, divisor = geometry
+        win, whole, divisor = known.computed(x.shape, lambda: _average_geometry(xp, x, attrs))
         if whole:
             # NOTE: a sum over the rows of a 2-D view is 2x faster than mean over the axes
             rows = x.reshape(x.shape[0] * x.shape[1], -1)

@@ -10,7 +10,10 @@ import pytest
 MODULES = ["modelkit.edge_runtime", "modelkit.edge_runtime.session", "modelkit.edge_runtime.plan",
            "modelkit.edge_runtime.graph_check", "modelkit.edge_runtime.input_check",
            "modelkit.edge_runtime.profiling", "modelkit.edge_runtime.memory_report",
-           "modelkit.edge_runtime.custom_ops"]
+           "modelkit.edge_runtime.custom_ops", "modelkit.edge_runtime.fusion",
+           "modelkit.edge_runtime.shape_cache", "modelkit.edge_runtime.atomic_file",
+           "modelkit.edge_runtime.cuda", "modelkit.edge_runtime.gpu_run",
+           "modelkit.edge_runtime.cuda_graph"]
 
 
 @pytest.mark.parametrize("name", MODULES)
