@@ -52,6 +52,7 @@ from modelkit.edge_runtime.format.model import Model, Node
 from modelkit.edge_runtime.graph_check import model_opset, node_label, op_id
 from modelkit.edge_runtime.kernels import conv as conv_kernels
 from modelkit.edge_runtime.kernels import matmul as matmul_kernels
+from modelkit.edge_runtime.kernels import ml as ml_kernels
 from modelkit.edge_runtime.kernels import pool as pool_kernels
 from modelkit.edge_runtime.kernels import registry
 from modelkit.edge_runtime.shape_cache import ShapeCache
@@ -147,7 +148,11 @@ def build_plan(model: Model, xp) -> Plan:
             steps.append((fusions[i].make_kernel(xp, kernels), ins, outs, len(outs),
                           tuple(sorted(dead)), i))
             continue
-        kernel = _prepared_kernel(xp, bindings[i], [constants.get(s) for s in ins]) or kernels[i]
+        try:
+            prepared = _prepared_kernel(xp, bindings[i], [constants.get(s) for s in ins])
+        except KernelError as e:  # attributes no run could use: the file is wrong, say so now
+            raise ModelFormatError(f"node {node_label(model.nodes[i], i)}: {e}") from None
+        kernel = prepared or kernels[i]
         if i in relu_then_pool:
             kernel = _pass_through
         elif i in relu_then_pool.values():
@@ -478,6 +483,7 @@ PREPARED_KERNELS: dict[Callable, Callable] = {
     pool_kernels.max_pool: pool_kernels.prepare_max_pool,
     pool_kernels.average_pool: pool_kernels.prepare_average_pool,
     matmul_kernels.gemm: matmul_kernels.prepare_gemm,
+    ml_kernels.label_encoder: ml_kernels.prepare_label_encoder,
 }
 """Kernel function -> `prepare(xp, attrs, constant_inputs)`: a kernel for one node that does
 its per-shape and per-weight work once (the node's inputs that are load-time constants are

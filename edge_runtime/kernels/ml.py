@@ -147,6 +147,32 @@ def label_encoder(xp, X, *, default_float=-0.0, default_int64=-1, default_string
         ...               values_int64s=[1, 2])[0]
         array([ 2, -1])
     """
+    return _encode(xp, X, _label_table(
+        default_float=default_float, default_int64=default_int64, default_string=default_string,
+        default_tensor=default_tensor, keys_floats=keys_floats, keys_int64s=keys_int64s,
+        keys_strings=keys_strings, keys_tensor=keys_tensor, values_floats=values_floats,
+        values_int64s=values_int64s, values_strings=values_strings, values_tensor=values_tensor))
+
+
+def prepare_label_encoder(xp, attrs: dict, constants: list):
+    """LabelEncoder with its sorted key/value table built once, at load (a plan's
+    `PREPARED_KERNELS` entry; `constants` is unused: the table comes from attributes only).
+
+    Example:
+        >>> import numpy as np
+        >>> encode = prepare_label_encoder(np, {"keys_int64s": [3, 1], "values_strings": ["c", "a"]}, [None])
+        >>> encode(np.array([1, 2, 3]))[0]
+        array(['a', '_Unused', 'c'], dtype=object)
+    """
+    table = _label_table(**attrs)
+    return lambda X: _encode(xp, X, table)
+
+
+def _label_table(*, default_float=-0.0, default_int64=-1, default_string="_Unused",
+                 default_tensor=None, keys_floats=None, keys_int64s=None, keys_strings=None,
+                 keys_tensor=None, values_floats=None, values_int64s=None, values_strings=None,
+                 values_tensor=None):
+    """(keys sorted for searchsorted, values in the same order, default value)."""
     key_lists = [k for k in (keys_floats, keys_int64s, keys_strings, keys_tensor) if k is not None]
     value_lists = [(v, kind) for v, kind in ((values_floats, "float32"), (values_int64s, "int64"),
                                              (values_strings, "object"), (values_tensor, None))
@@ -170,6 +196,11 @@ def label_encoder(xp, X, *, default_float=-0.0, default_int64=-1, default_string
         default = {"f": default_float, "i": default_int64}.get(values.dtype.kind, default_string)
     order = np.argsort(keys.reshape(-1), kind="stable")  # sorted, for searchsorted lookups
     keys, values = keys.reshape(-1)[order], values.reshape(-1)[order]
+    return keys, values, default
+
+
+def _encode(xp, X, table):
+    keys, values, default = table
     host = X if xp is np or X.dtype == object else xp.asnumpy(X)
     if keys.dtype.kind == "U":
         host = host.astype(np.str_)

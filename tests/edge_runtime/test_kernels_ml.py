@@ -99,3 +99,19 @@ def test_array_feature_extractor_index_out_of_range_names_the_node():
                            [("y", TensorProto.FLOAT, None)], [indices])
     with pytest.raises(KernelError, match="ArrayFeatureExtractor.*out of range"):
         load_onnx(model).run({"x": np.zeros((2, 5), np.float32)})
+
+
+def test_label_encoder_table_is_built_at_load_and_bad_attributes_are_refused_there():
+    from modelkit.edge_runtime import Session
+    from modelkit.edge_runtime.errors import ModelFormatError
+    from modelkit.edge_runtime.format.model import Model, Node, ValueInfo
+
+    def model(attrs):
+        return Model(inputs=[ValueInfo("x", "int64", (3,))], outputs=[ValueInfo("y", "string", (3,))],
+                     nodes=[Node("LabelEncoder", ["x"], ["y"], attrs=attrs, domain="ai.onnx.ml",
+                                 name="enc")], opsets={"": 17, "ai.onnx.ml": 2})
+
+    session = Session(model({"keys_int64s": [3, 1], "values_strings": ["c", "a"]}))
+    assert session.run({"x": np.array([1, 2, 3])})["y"].tolist() == ["a", "_Unused", "c"]
+    with pytest.raises(ModelFormatError, match="node 'enc'.*exactly one keys_\\* and one values_\\*"):
+        Session(model({"keys_int64s": [1, 2]}))
